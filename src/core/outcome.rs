@@ -1,0 +1,250 @@
+//! How a job ended, decided from what the child said and how the kernel says it exited.
+//!
+//! The rules, first match wins:
+//! 1. killed by a signal → `Signal` (whatever it said before, which is kept);
+//! 2. it reported a fatal error → `Fatal`, the cause being the last fatal error record;
+//! 3. it called `exit()` → `Exit` with that code;
+//! 4. it threw → `Exception`;
+//! 5. its channel broke (garbage, truncated, oversized frame) → `Exception` (`Forklift\ChannelException`);
+//! 6. it sent a value and exited 0 → `Ok`;
+//! 7. anything else (it left without a word) → `Exit` with its exit code.
+
+use crate::core::error::Error;
+use crate::core::ipc::Message;
+use crate::core::record::{ErrorRecord, ExceptionRecord};
+use crate::core::sys::ExitStatus;
+
+/// PHP class name used for records of a broken channel.
+pub const CHANNEL_EXCEPTION: &str = "Forklift\\ChannelException";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Exception,
+    Fatal,
+    Exit,
+    Signal,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Exception => "exception",
+            Outcome::Fatal => "fatal",
+            Outcome::Exit => "exit",
+            Outcome::Signal => "signal",
+        }
+    }
+}
+
+/// Everything known about a finished job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub pid: i32,
+    pub outcome: Outcome,
+    /// Serialized return value and its format byte, for `Ok`.
+    pub value: Option<(u8, Vec<u8>)>,
+    pub exception: Option<ExceptionRecord>,
+    /// Every error record, in the order raised.
+    pub errors: Vec<ErrorRecord>,
+    /// The fatal error that ended the job, for `Fatal`.
+    pub fatal: Option<ErrorRecord>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    /// Wall-clock seconds from fork to the end of the job.
+    pub duration: f64,
+    /// CPU seconds (user + system).
+    pub cpu_time: f64,
+    /// The child's `memory_get_peak_usage()`, when it could tell.
+    pub peak_memory: Option<u64>,
+    /// Peak resident set size, bytes (from `wait4`).
+    pub max_rss: u64,
+}
+
+impl Report {
+    /// `started_ns`/`observed_ns`: monotonic times of the fork and of the parent seeing the exit.
+    pub fn decide(
+        pid: i32,
+        messages: Vec<Message>,
+        channel_error: Option<&Error>,
+        status: ExitStatus,
+        started_ns: u64,
+        observed_ns: u64,
+    ) -> Report {
+        let mut errors = Vec::new();
+        let mut value = None;
+        let mut exception = None;
+        let mut exit_call = None;
+        let mut fatal_seen = false;
+        let mut stats = None;
+        for m in messages {
+            match m {
+                Message::Error(r) => errors.push(r),
+                Message::Value { format, bytes } => value = Some((format, bytes)),
+                Message::Exception(e) => exception = Some(e),
+                Message::Exit(code) => exit_call = Some(code),
+                Message::Fatal => fatal_seen = true,
+                Message::Stats { peak_memory, finished_ns } => stats = Some((peak_memory, finished_ns)),
+            }
+        }
+        let fatal = fatal_seen.then(|| {
+            errors.iter().rev().find(|e| e.is_fatal()).or(errors.last()).cloned().unwrap_or_else(|| {
+                ErrorRecord { message: "fatal error (no record of it arrived)".into(), ..Default::default() }
+            })
+        });
+        let outcome = if status.signal.is_some() {
+            Outcome::Signal
+        } else if fatal.is_some() {
+            Outcome::Fatal
+        } else if exit_call.is_some() {
+            Outcome::Exit
+        } else if exception.is_some() {
+            Outcome::Exception
+        } else if let Some(err) = channel_error {
+            exception = Some(ExceptionRecord {
+                class: CHANNEL_EXCEPTION.into(),
+                message: err.to_string(),
+                code: "0".into(),
+                ..Default::default()
+            });
+            Outcome::Exception
+        } else if value.is_some() && status.code == Some(0) {
+            Outcome::Ok
+        } else {
+            Outcome::Exit
+        };
+        if outcome != Outcome::Ok {
+            value = None;
+        }
+        let finished_ns = stats.map(|s| s.1).filter(|&f| f >= started_ns).unwrap_or(observed_ns);
+        Report {
+            pid,
+            outcome,
+            value,
+            exception: if outcome == Outcome::Exception { exception } else { None },
+            errors,
+            fatal: if outcome == Outcome::Fatal { fatal } else { None },
+            exit_code: status.code,
+            signal: status.signal,
+            core_dumped: status.core_dumped,
+            duration: finished_ns.saturating_sub(started_ns) as f64 / 1e9,
+            cpu_time: status.cpu.as_secs_f64(),
+            peak_memory: stats.map(|s| s.0),
+            max_rss: status.max_rss,
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.outcome == Outcome::Ok
+    }
+
+    /// One line saying why the job did not succeed (for exception messages and logs).
+    pub fn cause(&self) -> String {
+        match self.outcome {
+            Outcome::Ok => "the job succeeded".into(),
+            Outcome::Signal => {
+                let sig = self.signal.unwrap_or(0);
+                format!(
+                    "killed by signal {} ({}){}",
+                    sig,
+                    crate::core::sys::signal_name(sig),
+                    if self.core_dumped { ", core dumped" } else { "" }
+                )
+            }
+            Outcome::Fatal => {
+                let f = self.fatal.as_ref().expect("fatal outcome has a record");
+                format!("fatal error: {} in {}:{}", f.message, f.file, f.line)
+            }
+            Outcome::Exit => format!("exited with code {}", self.exit_code.unwrap_or(-1)),
+            Outcome::Exception => {
+                let e = self.exception.as_ref().expect("exception outcome has a record");
+                format!("uncaught {}", e.summary())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::{E_ERROR, E_WARNING};
+    use std::time::Duration;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus { code: Some(code), signal: None, core_dumped: false, cpu: Duration::ZERO, max_rss: 0 }
+    }
+    fn killed(sig: i32) -> ExitStatus {
+        ExitStatus { code: None, signal: Some(sig), core_dumped: false, cpu: Duration::ZERO, max_rss: 0 }
+    }
+    fn warning() -> Message {
+        Message::Error(ErrorRecord { level: E_WARNING, message: "careful".into(), ..Default::default() })
+    }
+    fn value() -> Message {
+        Message::Value { format: 0, bytes: b"i:1;".to_vec() }
+    }
+
+    #[test]
+    fn value_and_clean_exit_is_ok_with_errors_kept() {
+        let r = Report::decide(1, vec![warning(), value()], None, exited(0), 0, 10);
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert_eq!(r.errors.len(), 1);
+        assert!(r.value.is_some());
+    }
+
+    #[test]
+    fn signal_wins_over_everything_said_before() {
+        let r = Report::decide(1, vec![warning(), value(), Message::Fatal], None, killed(9), 0, 10);
+        assert_eq!(r.outcome, Outcome::Signal);
+        assert!(r.value.is_none());
+        assert_eq!(r.errors.len(), 1, "records before the kill are kept");
+        assert_eq!(r.cause(), "killed by signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn fatal_names_the_last_fatal_record_not_a_later_warning() {
+        let fatal = Message::Error(ErrorRecord {
+            level: E_ERROR,
+            message: "Allowed memory size of 1 bytes exhausted".into(),
+            file: "/j.php".into(),
+            line: 4,
+            trace: vec![],
+        });
+        let r = Report::decide(1, vec![fatal, warning(), Message::Fatal], None, exited(255), 0, 10);
+        assert_eq!(r.outcome, Outcome::Fatal);
+        assert!(r.cause().contains("Allowed memory size"), "{}", r.cause());
+    }
+
+    #[test]
+    fn explicit_exit_is_an_exit_with_its_code() {
+        let r = Report::decide(1, vec![Message::Exit(3)], None, exited(3), 0, 10);
+        assert_eq!(r.outcome, Outcome::Exit);
+        assert_eq!(r.exit_code, Some(3));
+    }
+
+    #[test]
+    fn broken_channel_becomes_a_channel_exception() {
+        let err = Error::Channel("unknown frame kind 99".into());
+        let r = Report::decide(1, vec![value()], Some(&err), exited(0), 0, 10);
+        assert_eq!(r.outcome, Outcome::Exception);
+        let e = r.exception.unwrap();
+        assert_eq!(e.class, CHANNEL_EXCEPTION);
+        assert!(e.message.contains("unknown frame kind 99"));
+    }
+
+    #[test]
+    fn silent_exit_is_an_exit_and_duration_uses_the_childs_clock() {
+        let r = Report::decide(
+            1,
+            vec![Message::Stats { peak_memory: 5, finished_ns: 400 }],
+            None,
+            exited(0),
+            100,
+            1_000_000,
+        );
+        assert_eq!(r.outcome, Outcome::Exit);
+        assert_eq!(r.peak_memory, Some(5));
+        assert!((r.duration - 300e-9).abs() < 1e-12);
+    }
+}

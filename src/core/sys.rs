@@ -1,0 +1,187 @@
+//! The raw system calls that nix does not wrap (pidfd, wait4, prctl, `_exit`, poll with a deadline,
+//! the death-signal handler). Each `unsafe` block says why it holds; nothing else in the crate calls
+//! `libc` for process control.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// How a reaped child ended, and what it cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExitStatus {
+    /// `exit()` code, when the child exited.
+    pub code: Option<i32>,
+    /// Terminating signal, when a signal ended it.
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+    /// User + system CPU time of the child.
+    pub cpu: Duration,
+    /// Peak resident set size of the child, bytes.
+    pub max_rss: u64,
+}
+
+/// `pidfd_open(2)`: `None` where the kernel has no pidfds (before 5.3).
+pub fn pidfd_open(pid: Pid) -> Result<Option<OwnedFd>, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return match Errno::last() {
+            Errno::ENOSYS => Ok(None),
+            e => Err(e),
+        };
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+}
+
+/// `wait4(2)` on one child. `block == false` returns `Ok(None)` while it runs.
+pub fn wait4(pid: Pid, block: bool) -> Result<Option<ExitStatus>, Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data; zeroed is a valid value that wait4 overwrites.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: status and usage are valid, writable, and live for the call.
+        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, flags, &mut usage) };
+        if r < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        break;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let (code, signal, core_dumped) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None, false)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)), libc::WCOREDUMP(status))
+    } else {
+        (None, None, false)
+    };
+    Ok(Some(ExitStatus {
+        code,
+        signal,
+        core_dumped,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss: usage.ru_maxrss as u64 * 1024,
+    }))
+}
+
+/// Leaves the process at once: no atexit handlers, no destructors, no stdio flush.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// The signal the kernel sends a job child when its parent dies. It is a real-time signal that PHP
+/// and its extensions do not use, so that the child can catch it and take its whole process group
+/// (the grandchildren the job spawned) down with it; SIGKILL could not be caught.
+pub fn death_signal() -> i32 {
+    libc::SIGRTMIN() + 6
+}
+
+extern "C" fn on_parent_death(_: libc::c_int) {
+    // SAFETY: kill is async-signal-safe; 0 means this process's group, which the job leads.
+    unsafe {
+        libc::kill(0, libc::SIGKILL);
+    }
+}
+
+/// In a fresh job child: ask to be told of the parent's death, and act on it by killing the group.
+/// Returns false when the parent is already gone (it died before we asked).
+pub fn arm_parent_death(parent: Pid) -> bool {
+    // SAFETY: sigaction with a zeroed struct, a plain extern "C" handler and an empty mask is
+    // well-formed; the handler only calls async-signal-safe kill().
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_parent_death as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(death_signal(), &sa, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, death_signal());
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, death_signal() as libc::c_ulong, 0, 0, 0);
+    }
+    nix::unistd::getppid() == parent
+}
+
+/// Monotonic clock in nanoseconds; the same clock in every process of the machine, so a child's
+/// timestamps compare with its parent's.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// `poll(2)` for readability on `fds` until one is ready or `deadline` passes (`None`: forever).
+/// Sets `ready[i]` for each ready fd; returns whether any is. Retries on EINTR with the time left.
+pub fn poll_readable(fds: &[RawFd], deadline: Option<Instant>, ready: &mut Vec<bool>) -> Result<bool, Errno> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    loop {
+        let timeout = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so that we never wake a hair early and spin.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        // SAFETY: pfds is a valid array of pfds.len() pollfd structs for the whole call.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        if r < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        ready.clear();
+        ready.extend(pfds.iter().map(|p| p.revents != 0));
+        return Ok(r > 0);
+    }
+}
+
+/// Reads what is available on a non-blocking fd into `buf`; returns (bytes read, end of stream).
+pub fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<bool, Errno> {
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(false),
+            Err(Errno::ECONNRESET) => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes all of `bytes` to a blocking socket, without SIGPIPE if the reader is gone.
+pub fn send_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match nix::sys::socket::send(fd, bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The `SIGxxx` name of a signal number (`SIGRTMIN+n` for real-time ones).
+pub fn signal_name(signo: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signo) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) if signo >= libc::SIGRTMIN() && signo <= libc::SIGRTMAX() => {
+            format!("SIGRTMIN+{}", signo - libc::SIGRTMIN())
+        }
+        Err(_) => format!("signal {signo}"),
+    }
+}

@@ -1,0 +1,123 @@
+//! Waiting for jobs without busy polling: one `poll(2)` over every job's channel (read as data
+//! arrives, so a child never blocks on a full socket) and its pidfd (readable once it exits).
+//!
+//! Also home of the detached jobs: handles dropped while their child still runs. They are reaped
+//! here, never left as zombies: at every Forklift call (`reap_detached`) and, blocking, when the
+//! request ends (`settle_detached`).
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use crate::core::error::{Error, Result};
+use crate::core::process::Job;
+use crate::core::sys;
+
+/// How often a job is checked on kernels without pidfd (< 5.3), where its exit cannot be polled.
+const NO_PIDFD_TICK: Duration = Duration::from_millis(5);
+
+/// Waits until one of `jobs` has finished (it is then reaped and has its report) or `deadline`
+/// passes. Returns the index of a finished job, or `None` at the deadline.
+pub fn wait_first(jobs: &mut [&mut Job], deadline: Option<Instant>) -> Result<Option<usize>> {
+    for job in jobs.iter() {
+        job.check_owner()?;
+    }
+    let mut fds = Vec::new();
+    let mut owners = Vec::new();
+    let mut ready = Vec::new();
+    loop {
+        if let Some(i) = jobs.iter().position(|j| j.report().is_some()) {
+            return Ok(Some(i));
+        }
+        fds.clear();
+        owners.clear();
+        let mut blind = false;
+        for (i, job) in jobs.iter().enumerate() {
+            let (channel, pidfd) = job.poll_fds();
+            if let Some(fd) = channel {
+                fds.push(fd);
+                owners.push((i, false));
+            }
+            match pidfd {
+                Some(fd) => {
+                    fds.push(fd);
+                    owners.push((i, true));
+                }
+                None => blind = true,
+            }
+        }
+        let tick = blind.then(|| Instant::now() + NO_PIDFD_TICK);
+        let poll_deadline = match (deadline, tick) {
+            (Some(d), Some(t)) => Some(d.min(t)),
+            (d, t) => d.or(t),
+        };
+        sys::poll_readable(&fds, poll_deadline, &mut ready).map_err(|e| Error::sys("poll", e))?;
+        let mut exited = None;
+        for (k, &(i, is_pidfd)) in owners.iter().enumerate() {
+            if !ready[k] {
+                continue;
+            }
+            if is_pidfd {
+                exited.get_or_insert(i);
+            } else {
+                jobs[i].pump();
+            }
+        }
+        if blind && exited.is_none() {
+            exited = jobs.iter().position(|j| j.poll_fds().1.is_none() && j.has_exited());
+        }
+        if let Some(i) = exited {
+            jobs[i].finish()?;
+            return Ok(Some(i));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
+/// Waits for one job to finish and returns its report.
+pub fn wait_one(job: &mut Job) -> Result<&crate::core::outcome::Report> {
+    wait_first(&mut [&mut *job], None)?;
+    Ok(job.report().expect("wait_first without deadline returns a finished job"))
+}
+
+thread_local! {
+    static DETACHED: RefCell<Vec<Job>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes over a job whose handle is gone; it will be reaped, not left a zombie.
+pub fn detach(job: Job) {
+    if job.report().is_some() || job.check_owner().is_err() {
+        return;
+    }
+    DETACHED.with(|d| d.borrow_mut().push(job));
+}
+
+/// Reaps the detached jobs that have exited; reads the channels of the others. Never blocks.
+pub fn reap_detached() {
+    DETACHED.with(|d| {
+        let mut d = d.borrow_mut();
+        d.retain_mut(|job| {
+            job.pump();
+            !(job.has_exited() && job.finish().is_ok())
+        });
+    });
+}
+
+/// Waits for every detached job to finish (when the request ends: an accepted job is run).
+pub fn settle_detached() {
+    let mut jobs = DETACHED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    for job in jobs.iter_mut() {
+        let _ = wait_one(job);
+    }
+}
+
+/// In a new job child: the detached jobs are the parent's, not ours.
+pub fn forget_inherited() {
+    DETACHED.with(|d| d.borrow_mut().clear());
+}
+
+/// How many detached jobs are still being looked after.
+pub fn detached_count() -> usize {
+    DETACHED.with(|d| d.borrow().len())
+}
