@@ -10,7 +10,10 @@ pub enum Error {
     /// `fork()` itself failed (EAGAIN: process limit, ENOMEM: no memory for page tables).
     Fork(nix::Error),
     /// A system call that supervision relies on failed.
-    System { call: &'static str, errno: nix::Error },
+    System {
+        call: &'static str,
+        errno: nix::Error,
+    },
     /// The channel between a job and its parent carried something that is not a valid frame.
     Channel(String),
     /// A handle was used from a process that does not own the job (e.g. inside a forked child).
@@ -28,7 +31,11 @@ impl fmt::Display for Error {
             ),
             Error::System { call, errno } => write!(f, "{call}() failed: {errno}"),
             Error::Channel(msg) => write!(f, "job channel: {msg}"),
-            Error::NotOwner { pid, owner, current } => write!(
+            Error::NotOwner {
+                pid,
+                owner,
+                current,
+            } => write!(
                 f,
                 "process {pid} is a child of process {owner}, not of this process ({current}): \
                  only the process that forked a job can wait for it or signal it"

@@ -59,7 +59,10 @@ impl Message {
                 w.i64(*code as i64);
             }
             Message::Fatal => w.u8(KIND_FATAL),
-            Message::Stats { peak_memory, finished_ns } => {
+            Message::Stats {
+                peak_memory,
+                finished_ns,
+            } => {
                 w.u8(KIND_STATS);
                 w.u64(*peak_memory);
                 w.u64(*finished_ns);
@@ -84,12 +87,18 @@ impl Message {
             KIND_ERROR => Message::Error(ErrorRecord::decode(&mut r)?),
             KIND_VALUE => {
                 let format = r.u8()?;
-                Message::Value { format, bytes: r.rest().to_vec() }
+                Message::Value {
+                    format,
+                    bytes: r.rest().to_vec(),
+                }
             }
             KIND_EXCEPTION => Message::Exception(ExceptionRecord::decode(&mut r)?),
             KIND_EXIT => Message::Exit(r.i64()? as i32),
             KIND_FATAL => Message::Fatal,
-            KIND_STATS => Message::Stats { peak_memory: r.u64()?, finished_ns: r.u64()? },
+            KIND_STATS => Message::Stats {
+                peak_memory: r.u64()?,
+                finished_ns: r.u64()?,
+            },
             other => return Err(Error::Channel(format!("unknown frame kind {other}"))),
         };
         r.finish()?;
@@ -108,7 +117,11 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// `max_frame`: the largest frame accepted, header included.
     pub fn new(max_frame: usize) -> Self {
-        FrameDecoder { buf: Vec::new(), max_frame, failed: None }
+        FrameDecoder {
+            buf: Vec::new(),
+            max_frame,
+            failed: None,
+        }
     }
 
     /// Feeds bytes; returns the messages completed by them. An error is returned once, then the
@@ -234,7 +247,10 @@ impl<'a> Reader<'a> {
         if self.data.is_empty() {
             Ok(())
         } else {
-            Err(Error::Channel(format!("{} unexpected bytes at the end of a frame", self.data.len())))
+            Err(Error::Channel(format!(
+                "{} unexpected bytes at the end of a frame",
+                self.data.len()
+            )))
         }
     }
 }
@@ -252,7 +268,10 @@ mod tests {
                 line: 12,
                 trace: vec!["#0 /app/job.php(3): run()".into()],
             }),
-            Message::Value { format: 0, bytes: b"i:42;".to_vec() },
+            Message::Value {
+                format: 0,
+                bytes: b"i:42;".to_vec(),
+            },
             Message::Exception(ExceptionRecord {
                 class: "RuntimeException".into(),
                 message: "outer".into(),
@@ -272,7 +291,10 @@ mod tests {
             }),
             Message::Exit(3),
             Message::Fatal,
-            Message::Stats { peak_memory: 2 << 20, finished_ns: 123_456_789 },
+            Message::Stats {
+                peak_memory: 2 << 20,
+                finished_ns: 123_456_789,
+            },
         ]
     }
 
@@ -310,7 +332,10 @@ mod tests {
         let mut d = FrameDecoder::new(64);
         let mut out = Vec::new();
         let err = d.push(&1000u32.to_le_bytes(), &mut out).unwrap_err();
-        assert!(err.to_string().contains("over the limit of 64 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("over the limit of 64 bytes"),
+            "{err}"
+        );
         // Everything after is ignored, and the failure is remembered.
         d.push(&stream(&sample()), &mut out).unwrap();
         assert!(out.is_empty());
@@ -336,8 +361,13 @@ mod tests {
         assert!(err.to_string().contains("unknown frame kind 99"), "{err}");
 
         let mut d = FrameDecoder::new(1 << 20);
-        let err = d.push(&[3, 0, 0, 0, KIND_EXIT, 1, 2], &mut out).unwrap_err();
-        assert!(err.to_string().contains("shorter than its contents"), "{err}");
+        let err = d
+            .push(&[3, 0, 0, 0, KIND_EXIT, 1, 2], &mut out)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("shorter than its contents"),
+            "{err}"
+        );
 
         let mut d = FrameDecoder::new(1 << 20);
         let err = d.push(&[0, 0, 0, 0], &mut out).unwrap_err();

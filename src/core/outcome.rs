@@ -86,13 +86,23 @@ impl Report {
                 Message::Exception(e) => exception = Some(e),
                 Message::Exit(code) => exit_call = Some(code),
                 Message::Fatal => fatal_seen = true,
-                Message::Stats { peak_memory, finished_ns } => stats = Some((peak_memory, finished_ns)),
+                Message::Stats {
+                    peak_memory,
+                    finished_ns,
+                } => stats = Some((peak_memory, finished_ns)),
             }
         }
         let fatal = fatal_seen.then(|| {
-            errors.iter().rev().find(|e| e.is_fatal()).or(errors.last()).cloned().unwrap_or_else(|| {
-                ErrorRecord { message: "fatal error (no record of it arrived)".into(), ..Default::default() }
-            })
+            errors
+                .iter()
+                .rev()
+                .find(|e| e.is_fatal())
+                .or(errors.last())
+                .cloned()
+                .unwrap_or_else(|| ErrorRecord {
+                    message: "fatal error (no record of it arrived)".into(),
+                    ..Default::default()
+                })
         });
         let outcome = if status.signal.is_some() {
             Outcome::Signal
@@ -118,14 +128,25 @@ impl Report {
         if outcome != Outcome::Ok {
             value = None;
         }
-        let finished_ns = stats.map(|s| s.1).filter(|&f| f >= started_ns).unwrap_or(observed_ns);
+        let finished_ns = stats
+            .map(|s| s.1)
+            .filter(|&f| f >= started_ns)
+            .unwrap_or(observed_ns);
         Report {
             pid,
             outcome,
             value,
-            exception: if outcome == Outcome::Exception { exception } else { None },
+            exception: if outcome == Outcome::Exception {
+                exception
+            } else {
+                None
+            },
             errors,
-            fatal: if outcome == Outcome::Fatal { fatal } else { None },
+            fatal: if outcome == Outcome::Fatal {
+                fatal
+            } else {
+                None
+            },
             exit_code: status.code,
             signal: status.signal,
             core_dumped: status.core_dumped,
@@ -140,6 +161,19 @@ impl Report {
         self.outcome == Outcome::Ok
     }
 
+    /// The parent could not take the value the child sent (it did not unserialize): the job failed
+    /// with a `Forklift\ChannelException` saying why.
+    pub fn fail_channel(&mut self, message: String) {
+        self.outcome = Outcome::Exception;
+        self.value = None;
+        self.exception = Some(ExceptionRecord {
+            class: CHANNEL_EXCEPTION.into(),
+            message,
+            code: "0".into(),
+            ..Default::default()
+        });
+    }
+
     /// One line saying why the job did not succeed (for exception messages and logs).
     pub fn cause(&self) -> String {
         match self.outcome {
@@ -150,7 +184,11 @@ impl Report {
                     "killed by signal {} ({}){}",
                     sig,
                     crate::core::sys::signal_name(sig),
-                    if self.core_dumped { ", core dumped" } else { "" }
+                    if self.core_dumped {
+                        ", core dumped"
+                    } else {
+                        ""
+                    }
                 )
             }
             Outcome::Fatal => {
@@ -159,7 +197,10 @@ impl Report {
             }
             Outcome::Exit => format!("exited with code {}", self.exit_code.unwrap_or(-1)),
             Outcome::Exception => {
-                let e = self.exception.as_ref().expect("exception outcome has a record");
+                let e = self
+                    .exception
+                    .as_ref()
+                    .expect("exception outcome has a record");
                 format!("uncaught {}", e.summary())
             }
         }
@@ -173,16 +214,35 @@ mod tests {
     use std::time::Duration;
 
     fn exited(code: i32) -> ExitStatus {
-        ExitStatus { code: Some(code), signal: None, core_dumped: false, cpu: Duration::ZERO, max_rss: 0 }
+        ExitStatus {
+            code: Some(code),
+            signal: None,
+            core_dumped: false,
+            cpu: Duration::ZERO,
+            max_rss: 0,
+        }
     }
     fn killed(sig: i32) -> ExitStatus {
-        ExitStatus { code: None, signal: Some(sig), core_dumped: false, cpu: Duration::ZERO, max_rss: 0 }
+        ExitStatus {
+            code: None,
+            signal: Some(sig),
+            core_dumped: false,
+            cpu: Duration::ZERO,
+            max_rss: 0,
+        }
     }
     fn warning() -> Message {
-        Message::Error(ErrorRecord { level: E_WARNING, message: "careful".into(), ..Default::default() })
+        Message::Error(ErrorRecord {
+            level: E_WARNING,
+            message: "careful".into(),
+            ..Default::default()
+        })
     }
     fn value() -> Message {
-        Message::Value { format: 0, bytes: b"i:1;".to_vec() }
+        Message::Value {
+            format: 0,
+            bytes: b"i:1;".to_vec(),
+        }
     }
 
     #[test]
@@ -195,7 +255,14 @@ mod tests {
 
     #[test]
     fn signal_wins_over_everything_said_before() {
-        let r = Report::decide(1, vec![warning(), value(), Message::Fatal], None, killed(9), 0, 10);
+        let r = Report::decide(
+            1,
+            vec![warning(), value(), Message::Fatal],
+            None,
+            killed(9),
+            0,
+            10,
+        );
         assert_eq!(r.outcome, Outcome::Signal);
         assert!(r.value.is_none());
         assert_eq!(r.errors.len(), 1, "records before the kill are kept");
@@ -211,7 +278,14 @@ mod tests {
             line: 4,
             trace: vec![],
         });
-        let r = Report::decide(1, vec![fatal, warning(), Message::Fatal], None, exited(255), 0, 10);
+        let r = Report::decide(
+            1,
+            vec![fatal, warning(), Message::Fatal],
+            None,
+            exited(255),
+            0,
+            10,
+        );
         assert_eq!(r.outcome, Outcome::Fatal);
         assert!(r.cause().contains("Allowed memory size"), "{}", r.cause());
     }
@@ -237,7 +311,10 @@ mod tests {
     fn silent_exit_is_an_exit_and_duration_uses_the_childs_clock() {
         let r = Report::decide(
             1,
-            vec![Message::Stats { peak_memory: 5, finished_ns: 400 }],
+            vec![Message::Stats {
+                peak_memory: 5,
+                finished_ns: 400,
+            }],
             None,
             exited(0),
             100,

@@ -178,7 +178,10 @@ impl Job {
             None => {
                 use nix::sys::wait::{waitid, Id, WaitPidFlag};
                 let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-                !matches!(waitid(Id::Pid(self.pid), flags), Ok(nix::sys::wait::WaitStatus::StillAlive))
+                !matches!(
+                    waitid(Id::Pid(self.pid), flags),
+                    Ok(nix::sys::wait::WaitStatus::StillAlive)
+                )
             }
         }
     }

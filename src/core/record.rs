@@ -55,7 +55,7 @@ pub struct ErrorRecord {
     pub message: String,
     pub file: String,
     pub line: u32,
-    /// `#0 file(line): function()` lines, innermost first; filled for fatal errors only.
+    /// `#0 function() at file:line` lines, innermost first; filled for fatal errors only.
     pub trace: Vec<String>,
 }
 
@@ -85,7 +85,13 @@ impl ErrorRecord {
         for _ in 0..n {
             trace.push(r.str()?);
         }
-        Ok(ErrorRecord { level, message, file, line, trace })
+        Ok(ErrorRecord {
+            level,
+            message,
+            file,
+            line,
+            trace,
+        })
     }
 }
 
@@ -150,7 +156,14 @@ impl ExceptionRecord {
 
     /// `Class: message in file:line`, as a one-line cause.
     pub fn summary(&self) -> String {
-        format!("{}: {} in {}:{}", self.class, self.message, self.file, self.line)
+        if self.file.is_empty() {
+            format!("{}: {}", self.class, self.message)
+        } else {
+            format!(
+                "{}: {} in {}:{}",
+                self.class, self.message, self.file, self.line
+            )
+        }
     }
 }
 
@@ -160,17 +173,36 @@ mod tests {
 
     #[test]
     fn fatal_levels_are_the_ones_that_stop_php() {
-        assert!(ErrorRecord { level: E_ERROR, ..Default::default() }.is_fatal());
-        assert!(ErrorRecord { level: E_USER_ERROR, ..Default::default() }.is_fatal());
-        assert!(!ErrorRecord { level: E_WARNING, ..Default::default() }.is_fatal());
-        assert!(!ErrorRecord { level: E_DEPRECATED, ..Default::default() }.is_fatal());
+        assert!(ErrorRecord {
+            level: E_ERROR,
+            ..Default::default()
+        }
+        .is_fatal());
+        assert!(ErrorRecord {
+            level: E_USER_ERROR,
+            ..Default::default()
+        }
+        .is_fatal());
+        assert!(!ErrorRecord {
+            level: E_WARNING,
+            ..Default::default()
+        }
+        .is_fatal());
+        assert!(!ErrorRecord {
+            level: E_DEPRECATED,
+            ..Default::default()
+        }
+        .is_fatal());
         assert_eq!(level_name(E_USER_DEPRECATED), "E_USER_DEPRECATED");
         assert_eq!(level_name(3), "E_UNKNOWN");
     }
 
     #[test]
     fn long_previous_chains_are_cut_not_lost_whole() {
-        let mut e = ExceptionRecord { class: "E0".into(), ..Default::default() };
+        let mut e = ExceptionRecord {
+            class: "E0".into(),
+            ..Default::default()
+        };
         for i in 1..100 {
             e = ExceptionRecord {
                 class: format!("E{i}"),

@@ -107,7 +107,13 @@ pub fn arm_parent_death(parent: Pid) -> bool {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, death_signal());
         libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::prctl(libc::PR_SET_PDEATHSIG, death_signal() as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            death_signal() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
     nix::unistd::getppid() == parent
 }
@@ -122,9 +128,19 @@ pub fn monotonic_ns() -> u64 {
 
 /// `poll(2)` for readability on `fds` until one is ready or `deadline` passes (`None`: forever).
 /// Sets `ready[i]` for each ready fd; returns whether any is. Retries on EINTR with the time left.
-pub fn poll_readable(fds: &[RawFd], deadline: Option<Instant>, ready: &mut Vec<bool>) -> Result<bool, Errno> {
-    let mut pfds: Vec<libc::pollfd> =
-        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+pub fn poll_readable(
+    fds: &[RawFd],
+    deadline: Option<Instant>,
+    ready: &mut Vec<bool>,
+) -> Result<bool, Errno> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     loop {
         let timeout = match deadline {
             None => -1,

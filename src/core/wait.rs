@@ -63,7 +63,9 @@ pub fn wait_first(jobs: &mut [&mut Job], deadline: Option<Instant>) -> Result<Op
             }
         }
         if blind && exited.is_none() {
-            exited = jobs.iter().position(|j| j.poll_fds().1.is_none() && j.has_exited());
+            exited = jobs
+                .iter()
+                .position(|j| j.poll_fds().1.is_none() && j.has_exited());
         }
         if let Some(i) = exited {
             jobs[i].finish()?;
@@ -78,7 +80,9 @@ pub fn wait_first(jobs: &mut [&mut Job], deadline: Option<Instant>) -> Result<Op
 /// Waits for one job to finish and returns its report.
 pub fn wait_one(job: &mut Job) -> Result<&crate::core::outcome::Report> {
     wait_first(&mut [&mut *job], None)?;
-    Ok(job.report().expect("wait_first without deadline returns a finished job"))
+    Ok(job
+        .report()
+        .expect("wait_first without deadline returns a finished job"))
 }
 
 thread_local! {

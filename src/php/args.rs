@@ -1,0 +1,68 @@
+//! Validation of arguments that PHP's type system cannot express, with messages that say what to
+//! pass instead. Every public entry point checks its arguments here, before it acts.
+
+use ext_php_rs::exception::PhpException;
+use ext_php_rs::flags::DataType;
+use ext_php_rs::types::{ZendCallable, Zval};
+
+use crate::php::exceptions::invalid;
+
+/// A short description of a value for error messages: `string "nope"`, `int 3`, `array`, ...
+pub fn describe(v: &Zval) -> String {
+    match v.get_type() {
+        DataType::Null | DataType::Undef => "null".into(),
+        DataType::False => "false".into(),
+        DataType::True => "true".into(),
+        DataType::Long => format!("int {}", v.long().unwrap_or(0)),
+        DataType::Double => format!("float {}", v.double().unwrap_or(0.0)),
+        DataType::String => {
+            let s = v.string().unwrap_or_default();
+            let short: String = s.chars().take(40).collect();
+            format!(
+                "string \"{short}\"{}",
+                if short.len() < s.len() { "..." } else { "" }
+            )
+        }
+        DataType::Array => "array".into(),
+        DataType::Object(_) => match v.object().and_then(|o| o.get_class_name().ok()) {
+            Some(c) => format!("object of class {c}"),
+            None => "object".into(),
+        },
+        DataType::Resource => "resource".into(),
+        other => format!("{other}"),
+    }
+}
+
+/// `what` must be callable; `what` names it in the message, e.g. "Forklift\\fork(): argument #1 ($job)".
+pub fn callable<'a>(v: &'a Zval, what: &str) -> Result<ZendCallable<'a>, PhpException> {
+    if !v.is_callable() {
+        return Err(invalid(format!(
+            "{what} must be a callable (a Closure, a function name, [$object, 'method'] or an \
+             invokable object), {} given",
+            describe(v)
+        )));
+    }
+    ZendCallable::new(v).map_err(|e| invalid(format!("{what} cannot be called: {e}")))
+}
+
+/// An optional callable: null is fine.
+pub fn optional_callable<'a>(
+    v: Option<&'a Zval>,
+    what: &str,
+) -> Result<Option<&'a Zval>, PhpException> {
+    match v {
+        None => Ok(None),
+        Some(z) if z.is_null() => Ok(None),
+        Some(z) => callable(z, what).map(|_| Some(z)),
+    }
+}
+
+/// A duration in seconds: finite and not negative.
+pub fn seconds(v: f64, what: &str) -> Result<f64, PhpException> {
+    if v.is_nan() || v.is_infinite() || v < 0.0 {
+        return Err(invalid(format!(
+            "{what} must be a finite number of seconds, 0 or more (e.g. 2.5), {v} given"
+        )));
+    }
+    Ok(v)
+}

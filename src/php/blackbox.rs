@@ -1,0 +1,154 @@
+//! The blackbox: a Zend error observer, registered at MINIT, that records PHP errors.
+//!
+//! In a job child every error is sent to the parent at once, so the records made before a fatal
+//! error, a segfault or a SIGKILL are kept. In any process, `Forklift\Blackbox::capture()` collects
+//! the errors raised while a callable runs. The observer sees errors before any `set_error_handler`
+//! handler does and whatever that handler decides; it records those that `error_reporting` lets
+//! through at that moment (so `@`-silenced ones are not recorded), and fatal ones always.
+
+use std::cell::{Cell, RefCell};
+
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::Zval;
+use ext_php_rs::zend::{ErrorInfo, ErrorObserver};
+
+use crate::core::ipc::Message;
+use crate::core::process::ChildEnd;
+use crate::core::record;
+use crate::php::args;
+use crate::php::records::ErrorRecord;
+use crate::php::zend;
+
+/// Frames kept in the trace of a fatal error.
+const TRACE_FRAMES: usize = 20;
+
+thread_local! {
+    /// Set in a job child: where its records go.
+    static CHANNEL: RefCell<Option<ChildEnd>> = const { RefCell::new(None) };
+    /// Whether a fatal error was recorded in this job child (tells "Allowed memory size exhausted",
+    /// which unwinds like exit(255), from a real exit(255)).
+    static FATAL_SEEN: Cell<bool> = const { Cell::new(false) };
+    /// Open `Blackbox::capture` calls, innermost last.
+    static CAPTURES: RefCell<Vec<Vec<record::ErrorRecord>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The observer registered with the engine. Its state lives in the thread-locals above.
+pub struct Observer;
+
+impl ErrorObserver for Observer {
+    fn should_observe(&self, _: ErrorType) -> bool {
+        true
+    }
+
+    fn on_error(&self, info: &ErrorInfo) {
+        let level = info.error_type.bits() as i32;
+        let fatal = level & record::FATAL_LEVELS != 0;
+        if !fatal && zend::error_reporting() & level == 0 {
+            return;
+        }
+        let in_child = CHANNEL.with(|c| c.borrow().is_some());
+        let capturing = CAPTURES.with(|c| !c.borrow().is_empty());
+        if !in_child && !capturing {
+            return;
+        }
+        let trace = if fatal { fatal_trace(info) } else { Vec::new() };
+
+        let rec = record::ErrorRecord {
+            level,
+            message: info.message.to_string(),
+            file: info.filename.unwrap_or("").to_string(),
+            line: info.lineno,
+            trace,
+        };
+        if capturing {
+            CAPTURES.with(|c| {
+                // Nested captures: the error happened while each of them ran.
+                for open in c.borrow_mut().iter_mut() {
+                    open.push(rec.clone());
+                }
+            });
+        }
+        if in_child {
+            if fatal {
+                FATAL_SEEN.with(|f| f.set(true));
+            }
+            send(&Message::Error(rec));
+        }
+    }
+}
+
+fn fatal_trace(info: &ErrorInfo) -> Vec<String> {
+    let frames = info.backtrace().unwrap_or_default();
+    frames
+        .iter()
+        .take(TRACE_FRAMES)
+        .enumerate()
+        .map(|(i, f)| {
+            let func = match (&f.class, &f.function) {
+                (Some(c), Some(fun)) => format!("{c}->{fun}()"),
+                (None, Some(fun)) => format!("{fun}()"),
+                _ => "{main}".into(),
+            };
+            match &f.file {
+                // The innermost frame's line is where the error is, which the engine has not
+                // stored in the frame yet.
+                Some(file) => {
+                    let line = if i == 0 && f.line == 0 {
+                        info.lineno
+                    } else {
+                        f.line
+                    };
+                    format!("#{i} {func} at {file}:{line}")
+                }
+                None => format!("#{i} {func} [internal function]"),
+            }
+        })
+        .collect()
+}
+
+/// Makes this process a job child whose records go to `end`.
+pub fn attach_child(end: ChildEnd) {
+    CHANNEL.with(|c| *c.borrow_mut() = Some(end));
+    FATAL_SEEN.with(|f| f.set(false));
+    // Captures open in the parent when it forked are the parent's; the child starts clean.
+    CAPTURES.with(|c| c.borrow_mut().clear());
+}
+
+/// Sends a message to the parent (in a job child; a no-op elsewhere).
+pub fn send(msg: &Message) {
+    CHANNEL.with(|c| {
+        if let Some(end) = c.borrow().as_ref() {
+            end.send(msg);
+        }
+    });
+}
+
+pub fn fatal_seen() -> bool {
+    FATAL_SEEN.with(|f| f.get())
+}
+
+/// `Forklift\Blackbox`: error capture without forking.
+#[php_class]
+#[php(name = "Forklift\\Blackbox")]
+#[php(flags = ext_php_rs::flags::ClassFlags::Final)]
+pub struct Blackbox;
+
+#[php_impl]
+impl Blackbox {
+    /// Runs `$fn` and returns the errors (list of `Forklift\ErrorRecord`) it raised. An exception
+    /// thrown by `$fn` propagates, as it would without the capture.
+    pub fn capture(func: &Zval) -> PhpResult<Vec<ErrorRecord>> {
+        let callable = args::callable(func, "Forklift\\Blackbox::capture(): argument #1 ($fn)")?;
+        CAPTURES.with(|c| c.borrow_mut().push(Vec::new()));
+        let result = callable.try_call(vec![]);
+        let records = CAPTURES.with(|c| c.borrow_mut().pop()).unwrap_or_default();
+        match result {
+            // The exception stays pending and reaches the caller unchanged.
+            Err(_) => Ok(Vec::new()),
+            Ok(_) => Ok(records
+                .into_iter()
+                .map(|inner| ErrorRecord { inner })
+                .collect()),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `Forklift\fork`, `Forklift\Process`, `Forklift\wait_any` and `Forklift\on_fork`.
+
+use std::time::{Duration, Instant};
+
+use ext_php_rs::convert::FromZvalMut;
+use ext_php_rs::flags::ClassFlags;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendHashTable, Zval};
+
+use crate::core::process::{fork_job, Forked, Job};
+use crate::core::wait::{self, wait_first};
+use crate::php::exceptions::{from_core, invalid};
+use crate::php::result::JobResult;
+use crate::php::{args, child, hooks, zend};
+
+/// Adds this module's functions and classes to the extension.
+pub fn register(module: ModuleBuilder) -> ModuleBuilder {
+    module
+        .class::<Process>()
+        .function(wrap_function!(fork))
+        .function(wrap_function!(wait_any))
+        .function(wrap_function!(on_fork))
+}
+
+/// Smallest sensible `forklift.max_frame_size`: room for an error record with a short message.
+const MIN_FRAME: i64 = 1024;
+
+fn max_frame() -> PhpResult<usize> {
+    let v = zend::ini_long(c"forklift.max_frame_size");
+    if v < MIN_FRAME {
+        return Err(invalid(format!(
+            "forklift.max_frame_size is {v}; it must be a number of bytes, at least {MIN_FRAME} \
+             (the default is 67108864, 64 MiB)"
+        )));
+    }
+    Ok(v as usize)
+}
+
+/// Runs `$job(...$args)` in a forked child and returns its handle.
+#[php_function]
+#[php(name = "Forklift\\fork")]
+pub fn fork(job: &Zval, args: &[&Zval]) -> PhpResult<Process> {
+    args::callable(job, "Forklift\\fork(): argument #1 ($job)")?;
+    let max_frame = max_frame()?;
+    wait::reap_detached();
+    let job_args: Vec<Zval> = args.iter().map(|z| z.shallow_clone()).collect();
+    if hooks::run_prepare().is_err() {
+        // The hook's exception is pending and is what the caller sees.
+        return Err(PhpException::from(
+            "a Forklift\\on_fork() prepare hook threw",
+        ));
+    }
+    match fork_job(max_frame).map_err(from_core)? {
+        Forked::Child(end) => child::run(end, job, &job_args, max_frame),
+        Forked::Parent(handle) => {
+            let process = Process {
+                job: Some(handle),
+                result: None,
+            };
+            if hooks::run_parent().is_err() {
+                // `process` is dropped here and its job detached: it still runs and is reaped.
+                return Err(PhpException::from(
+                    "a Forklift\\on_fork() parent hook threw",
+                ));
+            }
+            Ok(process)
+        }
+    }
+}
+
+/// Registers fork hooks; each argument may be null.
+#[php_function]
+#[php(name = "Forklift\\on_fork")]
+pub fn on_fork(
+    prepare: Option<&Zval>,
+    parent: Option<&Zval>,
+    child: Option<&Zval>,
+) -> PhpResult<()> {
+    let prepare = args::optional_callable(prepare, "Forklift\\on_fork(): argument #1 ($prepare)")?;
+    let parent = args::optional_callable(parent, "Forklift\\on_fork(): argument #2 ($parent)")?;
+    let child = args::optional_callable(child, "Forklift\\on_fork(): argument #3 ($child)")?;
+    if prepare.is_none() && parent.is_none() && child.is_none() {
+        return Err(invalid(
+            "Forklift\\on_fork() needs at least one callable: on_fork(prepare: ..., parent: ..., child: ...)",
+        ));
+    }
+    hooks::register(prepare, parent, child);
+    Ok(())
+}
+
+/// Waits until one of `$processes` has finished; returns its key, or null once `$timeout` seconds
+/// have passed.
+#[php_function]
+#[php(name = "Forklift\\wait_any")]
+pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zval> {
+    let deadline = match timeout {
+        None => None,
+        Some(t) => {
+            let t = args::seconds(t, "Forklift\\wait_any(): argument #2 ($timeout)")?;
+            Some(Instant::now() + Duration::from_secs_f64(t))
+        }
+    };
+    if processes.is_empty() {
+        return Err(invalid(
+            "Forklift\\wait_any(): argument #1 ($processes) is empty; pass at least one Forklift\\Process",
+        ));
+    }
+    wait::reap_detached();
+    let mut keys = Vec::new();
+    let mut handles: Vec<Zval> = Vec::new();
+    let mut seen = Vec::new();
+    for (key, value) in processes.iter() {
+        let Some(obj) = value.object() else {
+            return Err(invalid(format!(
+                "Forklift\\wait_any(): element [{key}] of argument #1 ($processes) must be a \
+                 Forklift\\Process, {} given",
+                args::describe(value)
+            )));
+        };
+        let id = obj.handle;
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        keys.push(key.to_string());
+        handles.push(value.shallow_clone());
+    }
+    let mut procs: Vec<&mut Process> = Vec::with_capacity(handles.len());
+    for (i, z) in handles.iter_mut().enumerate() {
+        match <&mut Process>::from_zval_mut(z) {
+            Some(p) => procs.push(p),
+            None => {
+                return Err(invalid(format!(
+                    "Forklift\\wait_any(): element [{}] of argument #1 ($processes) must be a \
+                     Forklift\\Process, {} given",
+                    keys[i], "another object"
+                )))
+            }
+        }
+    }
+    let finished = procs.iter().position(|p| p.result.is_some());
+    let index = match finished {
+        Some(i) => Some(i),
+        None => {
+            let mut jobs: Vec<&mut Job> = procs
+                .iter_mut()
+                .map(|p| p.job.as_mut().expect("running"))
+                .collect();
+            wait_first(&mut jobs, deadline).map_err(from_core)?
+        }
+    };
+    let Some(i) = index else {
+        let mut null = Zval::new();
+        null.set_null();
+        return Ok(null);
+    };
+    procs[i].settle();
+    // Return the key as the array has it: int keys stay ints.
+    let mut out = Zval::new();
+    for (key, _) in processes.iter() {
+        if key.to_string() == keys[i] {
+            match key {
+                ext_php_rs::types::ArrayKey::Long(n) => out.set_long(n),
+                _ => out.set_string(&keys[i], false)?,
+            }
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A job running (or finished) in a child process.
+#[php_class]
+#[php(name = "Forklift\\Process")]
+#[php(flags = ClassFlags::Final)]
+pub struct Process {
+    /// `None` only once finished and settled into `result`.
+    job: Option<Job>,
+    result: Option<JobResult>,
+}
+
+impl Process {
+    /// Turns a finished job into its result (once).
+    fn settle(&mut self) {
+        if self.result.is_some() {
+            return;
+        }
+        if let Some(report) = self.job.as_ref().and_then(|j| j.report()).cloned() {
+            self.result = Some(JobResult::from_report(report));
+            self.job = None;
+        }
+    }
+
+    fn pid_raw(&self) -> i64 {
+        match (&self.job, &self.result) {
+            (Some(j), _) => j.pid() as i64,
+            (None, Some(r)) => r.pid(),
+            (None, None) => 0,
+        }
+    }
+}
+
+#[php_impl]
+impl Process {
+    /// The child's process id.
+    pub fn pid(&self) -> i64 {
+        self.pid_raw()
+    }
+
+    /// Whether the child still runs. Never blocks; reaps the child once it has exited.
+    pub fn is_running(&mut self) -> PhpResult<bool> {
+        if self.result.is_some() {
+            return Ok(false);
+        }
+        wait::reap_detached();
+        let job = self
+            .job
+            .as_mut()
+            .expect("a process without result has a job");
+        job.check_owner().map_err(from_core)?;
+        if !job.has_exited() {
+            return Ok(true);
+        }
+        wait::wait_one(job).map_err(from_core)?;
+        self.settle();
+        Ok(false)
+    }
+
+    /// Waits for the job to end and returns its result; later calls return the same result.
+    pub fn wait(&mut self) -> PhpResult<JobResult> {
+        if let Some(r) = &self.result {
+            return Ok(r.share());
+        }
+        let job = self
+            .job
+            .as_mut()
+            .expect("a process without result has a job");
+        wait::wait_one(job).map_err(from_core)?;
+        self.settle();
+        wait::reap_detached();
+        Ok(self.result.as_ref().expect("settled").share())
+    }
+
+    /// Sends a signal to the child; false when it has already ended.
+    pub fn signal(&mut self, signo: i64) -> PhpResult<bool> {
+        let Some(job) = self.job.as_ref() else {
+            return Ok(false);
+        };
+        let signo = i32::try_from(signo).map_err(|_| {
+            invalid(format!("Forklift\\Process::signal(): {signo} is not a signal number; pass e.g. SIGTERM (15)"))
+        })?;
+        if signo <= 0 {
+            return Err(invalid(format!(
+                "Forklift\\Process::signal(): {signo} is not a signal number; pass one of the SIG* \
+                 constants, e.g. SIGTERM (15)"
+            )));
+        }
+        job.signal(signo).map_err(from_core)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            wait::detach(job);
+        }
+    }
+}

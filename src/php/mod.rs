@@ -1,0 +1,13 @@
+//! The binding layer: the only code that touches Zend types. It validates arguments, maps core
+//! errors to PHP exceptions and converts values; the work itself is in `crate::core`.
+
+pub mod args;
+pub mod blackbox;
+pub mod child;
+pub mod exceptions;
+pub mod fork;
+pub mod hooks;
+pub mod records;
+pub mod result;
+pub mod values;
+pub mod zend;

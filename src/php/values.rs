@@ -1,0 +1,124 @@
+//! PHP values over the channel: `serialize`/`unserialize`, or igbinary's when it is loaded (the
+//! child and the parent are the same program, so both sides agree; the format byte says which).
+
+use ext_php_rs::flags::DataType;
+use ext_php_rs::types::{ZendCallable, Zval};
+use ext_php_rs::zend::ExecutorGlobals;
+
+use crate::core::record::ExceptionRecord;
+use crate::php::records::read_exception;
+
+pub const FORMAT_PHP: u8 = 0;
+pub const FORMAT_IGBINARY: u8 = 1;
+
+/// Nesting depth up to which a returned array is searched for resources.
+const RESOURCE_SEARCH_DEPTH: usize = 64;
+
+fn has_igbinary() -> bool {
+    ZendCallable::try_from_name("igbinary_serialize").is_ok()
+}
+
+/// Why a value could not be sent; becomes a `Forklift\ChannelException` record.
+pub struct Unsendable {
+    pub message: String,
+    pub previous: Option<ExceptionRecord>,
+}
+
+/// Serializes a job's return value.
+pub fn serialize(v: &Zval) -> Result<(u8, Vec<u8>), Unsendable> {
+    if let Some(path) = find_resource(v, RESOURCE_SEARCH_DEPTH) {
+        return Err(Unsendable {
+            message: format!(
+                "the job returned a resource{path}: resources (files, sockets, connections) cannot \
+                 leave the process; return plain data instead"
+            ),
+            previous: None,
+        });
+    }
+    let (format, name) = if has_igbinary() {
+        (FORMAT_IGBINARY, "igbinary_serialize")
+    } else {
+        (FORMAT_PHP, "serialize")
+    };
+    let func = ZendCallable::try_from_name(name).map_err(|e| Unsendable {
+        message: format!("{name}() is not available: {e}"),
+        previous: None,
+    })?;
+    match func.try_call(vec![v]) {
+        Ok(z) => match z.zend_str() {
+            Some(s) => Ok((format, s.as_bytes().to_vec())),
+            None => Err(Unsendable {
+                message: format!("{name}() did not return a string"),
+                previous: None,
+            }),
+        },
+        Err(_) => {
+            let previous = ExecutorGlobals::take_exception().map(|ex| read_exception(&ex));
+            let why = previous
+                .as_ref()
+                .map(|p| p.message.clone())
+                .unwrap_or_default();
+            Err(Unsendable {
+                message: format!("the job's return value cannot be serialized: {why}"),
+                previous,
+            })
+        }
+    }
+}
+
+/// Unserializes a value sent by a child. `Err` says why not (never a PHP warning).
+pub fn unserialize(format: u8, bytes: &[u8]) -> Result<Zval, String> {
+    let name = match format {
+        FORMAT_PHP => "unserialize",
+        FORMAT_IGBINARY => "igbinary_unserialize",
+        other => return Err(format!("unknown value format {other}")),
+    };
+    let func =
+        ZendCallable::try_from_name(name).map_err(|e| format!("{name}() is not available: {e}"))?;
+    let mut arg = Zval::new();
+    arg.set_binary(bytes.to_vec());
+    // unserialize() reports garbage with an E_WARNING and `false`: silence it for the call and tell
+    // the two falses apart by the payload.
+    let value = crate::php::zend::with_error_reporting(0, || func.try_call(vec![&arg]));
+    match value {
+        Ok(z) if z.is_false() && !is_serialized_false(format, bytes) => Err(format!(
+            "the job's return value ({} bytes) could not be unserialized",
+            bytes.len()
+        )),
+        Ok(z) => Ok(z),
+        Err(_) => {
+            let why = ExecutorGlobals::take_exception()
+                .map(|ex| read_exception(&ex).message)
+                .unwrap_or_default();
+            Err(format!(
+                "the job's return value could not be unserialized: {why}"
+            ))
+        }
+    }
+}
+
+fn is_serialized_false(format: u8, bytes: &[u8]) -> bool {
+    match format {
+        FORMAT_PHP => bytes == b"b:0;",
+        // igbinary: 4-byte header then the type byte 0x04 (false).
+        _ => bytes.len() == 5 && bytes[4] == 0x04,
+    }
+}
+
+/// Where a resource hides in `v` (`""` for `v` itself, `" at [key][key]"` inside arrays).
+fn find_resource(v: &Zval, depth: usize) -> Option<String> {
+    match v.get_type() {
+        DataType::Resource => Some(String::new()),
+        DataType::Array if depth > 0 => {
+            let arr = v.array()?;
+            for (k, item) in arr.iter() {
+                if let Some(inner) = find_resource(item, depth - 1) {
+                    let inner = inner.trim_start_matches(" at ").to_string();
+                    return Some(format!(" at [{k}]{inner}"));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,132 @@
+//! The few Zend engine symbols ext-php-rs does not bind, behind safe functions. All raw access to
+//! the engine's globals from the binding layer goes through here.
+
+use std::ffi::{c_char, CStr};
+
+use ext_php_rs::ffi::{self, zend_class_entry, zend_object};
+use ext_php_rs::types::{ZendObject, Zval};
+use ext_php_rs::zend::ClassEntry;
+
+unsafe extern "C" {
+    fn zend_is_unwind_exit(ex: *const zend_object) -> bool;
+    fn zend_memory_peak_usage(real_usage: bool) -> usize;
+    fn php_output_discard_all();
+    fn zend_exception_set_previous(exception: *mut zend_object, add_previous: *mut zend_object);
+    fn zend_ini_long(name: *const c_char, len: usize, orig: i32) -> i64;
+    fn zend_update_property(
+        scope: *mut zend_class_entry,
+        obj: *mut zend_object,
+        name: *const c_char,
+        name_len: usize,
+        value: *mut ffi::zval,
+    );
+    static mut spl_ce_RuntimeException: *mut zend_class_entry;
+}
+
+fn globals() -> &'static ffi::_zend_executor_globals {
+    // SAFETY: executor globals exist for the whole life of a request on PHP's main thread, which is
+    // the only thread that runs Forklift's code; we only read plain fields.
+    unsafe { &*ffi::ext_php_rs_executor_globals() }
+}
+
+/// Whether the pending exception is PHP's internal "exit()" unwinding marker.
+pub fn pending_is_exit() -> bool {
+    let ex = globals().exception;
+    // SAFETY: a non-null EG(exception) is a live object owned by the engine.
+    !ex.is_null() && unsafe { zend_is_unwind_exit(ex) }
+}
+
+/// `EG(exit_status)`: the code `exit()` or a fatal error left.
+pub fn exit_status() -> i32 {
+    globals().exit_status
+}
+
+/// `EG(error_reporting)`: the mask in force now (lowered inside `@`).
+pub fn error_reporting() -> i32 {
+    globals().error_reporting
+}
+
+/// `memory_get_peak_usage()`.
+pub fn peak_memory() -> u64 {
+    // SAFETY: reads the allocator's counter; no arguments to get wrong.
+    unsafe { zend_memory_peak_usage(false) as u64 }
+}
+
+/// Flushes the job's output buffers to the real output (as PHP does at the end of a request).
+pub fn flush_output() {
+    // SAFETY: ends every active output handler; valid at any time during a request.
+    unsafe { ffi::php_output_end_all() }
+}
+
+/// Drops output buffered by the parent before the fork, so the child does not print it again.
+pub fn discard_output() {
+    // SAFETY: as above, discarding instead of flushing.
+    unsafe { php_output_discard_all() }
+}
+
+/// Reads an integer ini setting (its current value, `ini_set` included).
+pub fn ini_long(name: &CStr) -> i64 {
+    // SAFETY: name is a valid NUL-terminated string of the given length.
+    unsafe { zend_ini_long(name.as_ptr(), name.count_bytes(), 0) }
+}
+
+pub fn runtime_exception_ce() -> &'static ClassEntry {
+    // SAFETY: SPL is always compiled in and registers RuntimeException at MINIT, before ours.
+    unsafe { &*spl_ce_RuntimeException }
+}
+
+/// Writes a property of `obj` as seen from `scope` (for Exception's protected/private ones).
+pub fn update_property(scope: &ClassEntry, obj: &mut ZendObject, name: &CStr, mut value: Zval) {
+    // SAFETY: obj is a live object, scope a registered class, value a valid zval that the engine
+    // copies (adding its own reference).
+    unsafe {
+        zend_update_property(
+            scope as *const ClassEntry as *mut zend_class_entry,
+            obj as *mut ZendObject as *mut zend_object,
+            name.as_ptr(),
+            name.count_bytes(),
+            &mut value as *mut Zval as *mut ffi::zval,
+        )
+    }
+}
+
+/// Reads a property of `obj` as seen from `scope`.
+pub fn read_property(scope: &ClassEntry, obj: &ZendObject, name: &CStr) -> Option<Zval> {
+    let mut rv = Zval::new();
+    // SAFETY: as for update_property; the returned pointer is valid while obj lives, and we
+    // take our own reference with shallow_clone before returning.
+    unsafe {
+        let p = ffi::zend_read_property(
+            scope as *const ClassEntry as *mut zend_class_entry,
+            obj as *const ZendObject as *mut zend_object,
+            name.as_ptr(),
+            name.count_bytes(),
+            true,
+            &mut rv as *mut Zval as *mut ffi::zval,
+        );
+        (p as *const Zval).as_ref().map(Zval::shallow_clone)
+    }
+}
+
+/// Sets `previous` of an exception object (Exception::$previous is private).
+pub fn set_previous(ex: &mut ZendObject, previous: &ZendObject) {
+    let p = previous as *const ZendObject as *mut zend_object;
+    // SAFETY: both are live exception objects; set_previous takes over one reference, which we
+    // add first so that the caller's stays valid.
+    unsafe {
+        (*p).gc.refcount += 1;
+        zend_exception_set_previous(ex as *mut ZendObject as *mut zend_object, p);
+    }
+}
+
+/// Runs `f` with `EG(error_reporting)` set to `level`, then restores it.
+pub fn with_error_reporting<R>(level: i32, f: impl FnOnce() -> R) -> R {
+    let saved = error_reporting();
+    // SAFETY: main-thread access to a plain int field of the executor globals; no reference to
+    // them is held while `f` runs.
+    unsafe { (*ffi::ext_php_rs_executor_globals()).error_reporting = level };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { (*ffi::ext_php_rs_executor_globals()).error_reporting = saved };
+    r
+}
