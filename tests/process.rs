@@ -32,8 +32,14 @@ fn value_and_warning_sent_by_a_child_arrive_with_an_ok_outcome() {
             line: 7,
             trace: vec![],
         }));
-        end.send(&Message::Value { format: 0, bytes: b"s:2:\"hi\";".to_vec() });
-        end.send(&Message::Stats { peak_memory: 1234, finished_ns: sys::monotonic_ns() });
+        end.send(&Message::Value {
+            format: 0,
+            bytes: b"s:2:\"hi\";".to_vec(),
+        });
+        end.send(&Message::Stats {
+            peak_memory: 1234,
+            finished_ns: sys::monotonic_ns(),
+        });
         0
     });
     let report = wait_one(&mut job).unwrap();
@@ -47,7 +53,11 @@ fn value_and_warning_sent_by_a_child_arrive_with_an_ok_outcome() {
 #[test]
 fn a_child_killed_by_a_signal_keeps_the_records_it_sent_before() {
     let mut job = spawn(|end| {
-        end.send(&Message::Error(ErrorRecord { level: E_WARNING, message: "last words".into(), ..Default::default() }));
+        end.send(&Message::Error(ErrorRecord {
+            level: E_WARNING,
+            message: "last words".into(),
+            ..Default::default()
+        }));
         nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL).unwrap();
         0
     });
@@ -64,7 +74,10 @@ fn a_large_value_does_not_deadlock_child_and_parent() {
     let big = vec![b'x'; 900_000];
     let expected = big.clone();
     let mut job = spawn(move |end| {
-        end.send(&Message::Value { format: 0, bytes: big });
+        end.send(&Message::Value {
+            format: 0,
+            bytes: big,
+        });
         0
     });
     let report = wait_one(&mut job).unwrap();
@@ -79,25 +92,41 @@ fn garbage_on_the_channel_is_an_error_of_that_job_only() {
         0
     });
     let mut good = spawn(|end| {
-        end.send(&Message::Value { format: 0, bytes: b"i:1;".to_vec() });
+        end.send(&Message::Value {
+            format: 0,
+            bytes: b"i:1;".to_vec(),
+        });
         0
     });
     let bad_report = wait_one(&mut bad).unwrap().clone();
     assert_eq!(bad_report.outcome, Outcome::Exception);
-    assert!(bad_report.exception.unwrap().message.contains("unknown frame kind 200"));
+    assert!(bad_report
+        .exception
+        .unwrap()
+        .message
+        .contains("unknown frame kind 200"));
     assert_eq!(wait_one(&mut good).unwrap().outcome, Outcome::Ok);
 }
 
 #[test]
 fn a_frame_cut_short_by_the_childs_death_is_reported_as_truncated() {
     let mut job = spawn(|end| {
-        let frame = Message::Value { format: 0, bytes: vec![1; 100] }.encode();
+        let frame = Message::Value {
+            format: 0,
+            bytes: vec![1; 100],
+        }
+        .encode();
         sys::send_all(end.raw_fd(), &frame[..50]).unwrap();
         0
     });
     let report = wait_one(&mut job).unwrap();
     assert_eq!(report.outcome, Outcome::Exception);
-    assert!(report.exception.as_ref().unwrap().message.contains("ended inside a frame"));
+    assert!(report
+        .exception
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("ended inside a frame"));
 }
 
 #[test]
@@ -105,13 +134,21 @@ fn an_oversized_frame_fails_the_job_without_reading_it_all() {
     let mut job = match fork_job(1024).unwrap() {
         Forked::Parent(job) => job,
         Forked::Child(end) => {
-            end.send(&Message::Value { format: 0, bytes: vec![0; 10_000] });
+            end.send(&Message::Value {
+                format: 0,
+                bytes: vec![0; 10_000],
+            });
             sys::exit_now(0)
         }
     };
     let report = wait_one(&mut job).unwrap();
     assert_eq!(report.outcome, Outcome::Exception);
-    assert!(report.exception.as_ref().unwrap().message.contains("over the limit of 1024 bytes"));
+    assert!(report
+        .exception
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("over the limit of 1024 bytes"));
 }
 
 #[test]
@@ -131,7 +168,11 @@ fn wait_first_returns_the_job_that_ends_first_and_honours_a_deadline() {
     let idx = wait_first(&mut [&mut slow, &mut fast], None).unwrap();
     assert_eq!(idx, Some(1));
     assert_eq!(fast.report().unwrap().exit_code, Some(4));
-    let none = wait_first(&mut [&mut slow], Some(Instant::now() + Duration::from_millis(30))).unwrap();
+    let none = wait_first(
+        &mut [&mut slow],
+        Some(Instant::now() + Duration::from_millis(30)),
+    )
+    .unwrap();
     assert_eq!(none, None, "the slow job is still blocked on its pipe");
     assert!(started.elapsed() >= Duration::from_millis(30));
     drop(w);

@@ -258,6 +258,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::record::Code;
 
     fn sample() -> Vec<Message> {
         vec![
@@ -275,14 +276,14 @@ mod tests {
             Message::Exception(ExceptionRecord {
                 class: "RuntimeException".into(),
                 message: "outer".into(),
-                code: "7".into(),
+                code: Code::Int(7),
                 file: "/a.php".into(),
                 line: 3,
                 trace: "#0 {main}".into(),
                 previous: Some(Box::new(ExceptionRecord {
                     class: "LogicException".into(),
                     message: "inner".into(),
-                    code: "0".into(),
+                    code: Code::Int(0),
                     file: "/b.php".into(),
                     line: 9,
                     trace: String::new(),

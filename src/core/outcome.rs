@@ -11,7 +11,7 @@
 
 use crate::core::error::Error;
 use crate::core::ipc::Message;
-use crate::core::record::{ErrorRecord, ExceptionRecord};
+use crate::core::record::{Code, ErrorRecord, ExceptionRecord};
 use crate::core::sys::ExitStatus;
 
 /// PHP class name used for records of a broken channel.
@@ -116,7 +116,7 @@ impl Report {
             exception = Some(ExceptionRecord {
                 class: CHANNEL_EXCEPTION.into(),
                 message: err.to_string(),
-                code: "0".into(),
+                code: Code::Int(0),
                 ..Default::default()
             });
             Outcome::Exception
@@ -169,7 +169,7 @@ impl Report {
         self.exception = Some(ExceptionRecord {
             class: CHANNEL_EXCEPTION.into(),
             message,
-            code: "0".into(),
+            code: Code::Int(0),
             ..Default::default()
         });
     }

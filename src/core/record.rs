@@ -100,13 +100,47 @@ impl ErrorRecord {
 pub struct ExceptionRecord {
     pub class: String,
     pub message: String,
-    /// `getCode()`: an int for most exceptions, a string for some (PDOException's SQLSTATE).
-    pub code: String,
+    pub code: Code,
     pub file: String,
     pub line: u32,
     /// `getTraceAsString()`.
     pub trace: String,
     pub previous: Option<Box<ExceptionRecord>>,
+}
+
+/// `getCode()`: an int for most exceptions, a string for some (PDOException's SQLSTATE).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Code {
+    Int(i64),
+    Str(String),
+}
+
+impl Default for Code {
+    fn default() -> Self {
+        Code::Int(0)
+    }
+}
+
+impl Code {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Code::Int(n) => {
+                w.u8(0);
+                w.i64(*n);
+            }
+            Code::Str(s) => {
+                w.u8(1);
+                w.str(s);
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader) -> Result<Self> {
+        Ok(match r.u8()? {
+            0 => Code::Int(r.i64()?),
+            _ => Code::Str(r.str()?),
+        })
+    }
 }
 
 /// Deeper `previous` chains are cut: a frame must stay bounded even for a cyclic-looking chain.
@@ -119,7 +153,7 @@ impl ExceptionRecord {
         while let Some(e) = cur {
             w.str(&e.class);
             w.str(&e.message);
-            w.str(&e.code);
+            e.code.encode(w);
             w.str(&e.file);
             w.u32(e.line);
             w.str(&e.trace);
@@ -135,7 +169,7 @@ impl ExceptionRecord {
             let e = ExceptionRecord {
                 class: r.str()?,
                 message: r.str()?,
-                code: r.str()?,
+                code: Code::decode(r)?,
                 file: r.str()?,
                 line: r.u32()?,
                 trace: r.str()?,

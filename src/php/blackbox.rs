@@ -137,8 +137,8 @@ pub struct Blackbox;
 impl Blackbox {
     /// Runs `$fn` and returns the errors (list of `Forklift\ErrorRecord`) it raised. An exception
     /// thrown by `$fn` propagates, as it would without the capture.
-    pub fn capture(func: &Zval) -> PhpResult<Vec<ErrorRecord>> {
-        let callable = args::callable(func, "Forklift\\Blackbox::capture(): argument #1 ($fn)")?;
+    pub fn capture(r#fn: &Zval) -> PhpResult<Vec<ErrorRecord>> {
+        let callable = args::callable(r#fn, "Forklift\\Blackbox::capture(): argument #1 ($fn)")?;
         CAPTURES.with(|c| c.borrow_mut().push(Vec::new()));
         let result = callable.try_call(vec![]);
         let records = CAPTURES.with(|c| c.borrow_mut().pop()).unwrap_or_default();

@@ -9,7 +9,7 @@ use ext_php_rs::zend::{try_catch, CatchError, ExecutorGlobals};
 use crate::core::ipc::{Message, HEADER};
 use crate::core::outcome::CHANNEL_EXCEPTION;
 use crate::core::process::ChildEnd;
-use crate::core::record::ExceptionRecord;
+use crate::core::record::{Code, ExceptionRecord};
 use crate::core::{sys, wait};
 use crate::php::records::read_exception;
 use crate::php::{blackbox, hooks, values, zend};
@@ -128,7 +128,7 @@ fn report(ending: Ending, max_frame: usize) -> i32 {
             blackbox::send(&Message::Exception(ExceptionRecord {
                 class: "Forklift\\ForkliftException".into(),
                 message: format!("internal error in the job child: {why}"),
-                code: "0".into(),
+                code: Code::Int(0),
                 ..Default::default()
             }));
             EXIT_INTERNAL
@@ -140,7 +140,7 @@ fn send_channel_failure(message: String, previous: Option<ExceptionRecord>) {
     blackbox::send(&Message::Exception(ExceptionRecord {
         class: CHANNEL_EXCEPTION.into(),
         message,
-        code: "0".into(),
+        code: Code::Int(0),
         previous: previous.map(Box::new),
         ..Default::default()
     }));

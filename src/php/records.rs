@@ -71,10 +71,10 @@ impl ExceptionRecord {
     /// `getCode()`: an int, or a string where the exception used one (PDOException).
     pub fn code(&self) -> Zval {
         let mut z = Zval::new();
-        match self.inner.code.parse::<i64>() {
-            Ok(n) => z.set_long(n),
-            Err(_) => {
-                let _ = z.set_string(&self.inner.code, false);
+        match &self.inner.code {
+            record::Code::Int(n) => z.set_long(*n),
+            record::Code::Str(s) => {
+                let _ = z.set_string(s, false);
             }
         }
         z
@@ -121,7 +121,11 @@ pub fn read_exception(ex: &ZendObject) -> record::ExceptionRecord {
         chain.push(record::ExceptionRecord {
             class: obj.get_class_name().unwrap_or_default(),
             message: text("getMessage"),
-            code: text("getCode"),
+            code: match call("getCode") {
+                Some(z) if z.is_long() => record::Code::Int(z.long().unwrap_or(0)),
+                Some(z) => record::Code::Str(z.coerce_to_string().unwrap_or_default()),
+                None => record::Code::Int(0),
+            },
             file: text("getFile"),
             line: call("getLine").and_then(|z| z.long()).unwrap_or(0) as u32,
             trace: text("getTraceAsString"),

@@ -136,10 +136,6 @@ impl JobResult {
     pub fn pid(&self) -> i64 {
         self.report.pid as i64
     }
-    /// Whether the deadline ended the job (always false until timeouts arrive).
-    pub fn timed_out(&self) -> bool {
-        false
-    }
     pub fn __to_string(&self) -> String {
         match self.report.outcome {
             Outcome::Ok => format!("job {} ok in {:.3}s", self.report.pid, self.report.duration),
