@@ -3,7 +3,7 @@
  * Fork round-trip micro-benchmark: fork a child that returns 42, get the value
  * back in the parent, reap the child.
  *
- * usage: php fork.php <forklift|pcntl> <MB> <iterations>
+ * usage: php fork.php <forklift|pcntl|pcntl-careful> <MB> <iterations>
  * prints: per_op_us=<float> rss_kb=<VmRSS of this process after growing the heap>
  *
  * forklift mode needs the extension: php -d extension=.../libforklift.so fork.php forklift ...
@@ -14,7 +14,7 @@ declare(strict_types=1);
 
 function usage(): never
 {
-    fwrite(STDERR, "usage: php fork.php <forklift|pcntl> <MB> <iterations>\n");
+    fwrite(STDERR, "usage: php fork.php <forklift|pcntl|pcntl-careful> <MB> <iterations>\n");
     exit(2);
 }
 
@@ -40,6 +40,17 @@ function round_trip_forklift(): void
 /** What users write by hand today with pcntl + sockets + serialize. */
 function round_trip_pcntl(): void
 {
+    round_trip_by_hand(false);
+}
+
+/** The same, written by a careful user: the child skips PHP's shutdown by killing itself. */
+function round_trip_pcntl_careful(): void
+{
+    round_trip_by_hand(true);
+}
+
+function round_trip_by_hand(bool $careful): void
+{
     if (!socket_create_pair(AF_UNIX, SOCK_STREAM, 0, $pair)) {
         fwrite(STDERR, 'socket_create_pair: ' . socket_strerror(socket_last_error()) . "\n");
         exit(1);
@@ -62,6 +73,9 @@ function round_trip_pcntl(): void
             $frame = (string) substr($frame, $n);
         }
         socket_close($pair[1]);
+        if ($careful) {
+            posix_kill(getmypid(), SIGKILL);
+        }
         // exit(0) is what most hand-written code does. It runs the inherited request
         // shutdown (shutdown functions, destructors, freeing the copied heap) in the
         // child, which is both slower and unsafe with inherited connections; a careful
@@ -76,7 +90,10 @@ function round_trip_pcntl(): void
     $value = unserialize(read_exact($sock, $len));
     socket_close($sock);
     pcntl_waitpid($pid, $status);
-    if ($value !== 42 || !pcntl_wifexited($status) || pcntl_wexitstatus($status) !== 0) {
+    $clean = $careful
+        ? pcntl_wifsignaled($status) && pcntl_wtermsig($status) === SIGKILL
+        : pcntl_wifexited($status) && pcntl_wexitstatus($status) === 0;
+    if ($value !== 42 || !$clean) {
         fwrite(STDERR, "bad result\n");
         exit(1);
     }
@@ -96,7 +113,7 @@ function read_exact(Socket $sock, int $len): string
     return $buf;
 }
 
-if ($argc !== 4 || !in_array($argv[1], ['forklift', 'pcntl'], true)
+if ($argc !== 4 || !in_array($argv[1], ['forklift', 'pcntl', 'pcntl-careful'], true)
     || !ctype_digit($argv[2]) || !ctype_digit($argv[3]) || (int) $argv[3] < 1) {
     usage();
 }
@@ -106,7 +123,7 @@ if ($mode === 'forklift' && !function_exists('Forklift\fork')) {
     fwrite(STDERR, "Forklift\\fork is not available (extension not loaded or not built yet)\n");
     exit(3);
 }
-if ($mode === 'pcntl') {
+if ($mode !== 'forklift') {
     foreach (['pcntl_fork', 'socket_create_pair', 'posix_kill'] as $fn) {
         if (!function_exists($fn)) {
             fwrite(STDERR, "$fn is not available (need ext-pcntl, ext-sockets, ext-posix)\n");
@@ -125,7 +142,7 @@ for ($i = 0, $n = $mb * 4; $i < $n; $i++) {
     $heap[] = random_bytes($piece);
 }
 
-$fn = $mode === 'forklift' ? 'round_trip_forklift' : 'round_trip_pcntl';
+$fn = ['forklift' => 'round_trip_forklift', 'pcntl' => 'round_trip_pcntl', 'pcntl-careful' => 'round_trip_pcntl_careful'][$mode];
 
 for ($i = 0; $i < 20; $i++) {
     $fn();
