@@ -42,6 +42,8 @@ pub fn run(end: ChildEnd, job: &Zval, args: &[Zval], max_frame: usize) -> ! {
     };
     let code = report(ending, max_frame);
 
+    // Jobs this job forked and let go of are run to their end, as a request end would.
+    wait::settle_detached();
     // The job's own output buffers, as PHP would flush them at the end of a request.
     if try_catch(zend::flush_output).is_err() {
         blackbox::send(&Message::Fatal);

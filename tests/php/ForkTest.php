@@ -375,6 +375,22 @@ final class ForkTest extends TestCase
         unlink($file);
     }
 
+    public function test_a_job_can_fork_jobs_of_its_own_and_their_dropped_handles_are_waited_for(): void
+    {
+        $file = tempnam(sys_get_temp_dir(), 'forklift');
+        $r = fork(function () use ($file) {
+            $inner = fork(fn () => getmypid())->wait();
+            fork(function () use ($file) {
+                usleep(50000);
+                file_put_contents($file, 'grandchild job ran');
+            });
+            return [$inner->outcome(), $inner->value() !== getmypid()];
+        })->wait();
+        $this->assertSame(['ok', true], $r->value());
+        $this->assertSame('grandchild job ran', file_get_contents($file));
+        unlink($file);
+    }
+
     public function test_igbinary_is_used_when_loaded_and_values_still_round_trip(): void
     {
         if (!extension_loaded('igbinary')) {
