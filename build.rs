@@ -17,7 +17,10 @@ fn main() {
              apt-get install php8.2-dev, or run `make setup`), or point PHP_CONFIG at php-config."
         )),
     };
-    let vernum: u32 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0);
+    let vernum: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     let version = format!("{}.{}.{}", vernum / 10000, vernum / 100 % 100, vernum % 100);
     if !(SUPPORTED.0..SUPPORTED.1).contains(&vernum) {
         fail(&format!(

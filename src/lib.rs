@@ -8,14 +8,30 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::zend::{IniEntryDef, IniEntryDefs};
 
 static INI: IniEntryDefs<2> = IniEntryDefs::new([
-    // Largest frame a job child may send (its return value, serialized), bytes.
-    IniEntryDef::new(
-        c"forklift.max_frame_size",
-        c"67108864",
-        IniEntryPermission::All,
-    ),
+    // Largest frame a job child may send (its return value, serialized), bytes. Checked when used,
+    // so that a bad value raises an exception that says what to set instead.
+    IniEntryDef {
+        on_modify: Some(accept_ini_change),
+        ..IniEntryDef::new(
+            c"forklift.max_frame_size",
+            c"67108864",
+            IniEntryPermission::All,
+        )
+    },
     IniEntryDef::end(),
 ]);
+
+/// Without an on_modify handler the engine refuses `ini_restore()` at runtime.
+unsafe extern "C" fn accept_ini_change(
+    _entry: *mut ext_php_rs::ffi::zend_ini_entry,
+    _new_value: *mut ext_php_rs::ffi::zend_string,
+    _arg1: *mut std::ffi::c_void,
+    _arg2: *mut std::ffi::c_void,
+    _arg3: *mut std::ffi::c_void,
+    _stage: std::ffi::c_int,
+) -> std::ffi::c_int {
+    0 // SUCCESS
+}
 
 pub fn startup(_ty: i32, module_number: i32) -> i32 {
     IniEntryDef::register(INI.as_slice(), module_number);

@@ -78,6 +78,45 @@ impl Message {
         HEADER + 2 + bytes
     }
 
+    /// Shrinks an error or exception record until its frame fits in `max_frame` bytes (at least
+    /// [`MIN_FIT`]): traces go first, then the `previous` chain, then the texts are cut. A record is
+    /// never dropped for being long, and one long record never breaks the channel.
+    pub fn fit(mut self, max_frame: usize) -> Message {
+        let fits = |m: &Message| m.encode().len() <= max_frame.max(MIN_FIT);
+        if fits(&self) {
+            return self;
+        }
+        let budget = max_frame.max(MIN_FIT) / 4;
+        match &mut self {
+            Message::Error(r) => {
+                r.trace.clear();
+                if !fits(&self) {
+                    if let Message::Error(r) = &mut self {
+                        cut(&mut r.message, budget);
+                        cut(&mut r.file, budget);
+                    }
+                }
+            }
+            Message::Exception(e) => {
+                let mut cur = Some(&mut *e);
+                while let Some(x) = cur {
+                    x.trace = "(trace left out: the record is over forklift.max_frame_size)".into();
+                    cur = x.previous.as_deref_mut();
+                }
+                if !fits(&self) {
+                    if let Message::Exception(e) = &mut self {
+                        e.previous = None;
+                        cut(&mut e.message, budget);
+                        cut(&mut e.file, budget);
+                        cut(&mut e.class, budget);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+
     fn decode(body: &[u8]) -> Result<Message> {
         let (&kind, rest) = body
             .split_first()
@@ -104,6 +143,23 @@ impl Message {
         r.finish()?;
         Ok(msg)
     }
+}
+
+/// The smallest frame limit records are shrunk to fit in.
+pub const MIN_FIT: usize = 1024;
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), saying how much was cut.
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(40);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let removed = s.len() - end;
+    s.truncate(end);
+    s.push_str(&format!("... ({removed} bytes cut)"));
 }
 
 /// Turns a byte stream into messages. Once it has failed it stays failed and ignores further input.
@@ -326,6 +382,42 @@ mod tests {
             d.finish().unwrap();
             assert_eq!(out, msgs, "chunk size {chunk}");
         }
+    }
+
+    #[test]
+    fn long_records_are_shrunk_to_fit_the_frame_limit_not_dropped() {
+        let long = "é".repeat(5000);
+        let error = Message::Error(ErrorRecord {
+            level: 2,
+            message: long.clone(),
+            file: "/f.php".into(),
+            line: 1,
+            trace: vec![long.clone(); 10],
+        });
+        let fitted = error.fit(2048);
+        assert!(fitted.encode().len() <= 2048);
+        let Message::Error(r) = fitted else {
+            panic!("still an error record")
+        };
+        assert!(
+            r.message.starts_with("éé") && r.message.ends_with("bytes cut)"),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.file, "/f.php");
+
+        let mut e = ExceptionRecord {
+            class: "E".into(),
+            message: long.clone(),
+            trace: long.clone(),
+            ..Default::default()
+        };
+        e.previous = Some(Box::new(e.clone()));
+        let fitted = Message::Exception(e).fit(2048);
+        assert!(fitted.encode().len() <= 2048);
+
+        let small = Message::Exit(3);
+        assert_eq!(small.clone().fit(2048), small);
     }
 
     #[test]

@@ -84,7 +84,12 @@ impl ChildEnd {
     /// Sends one message. A parent that has gone away is not an error worth dying for: the child
     /// carries on and its death signal will end it.
     pub fn send(&self, msg: &Message) {
-        let _ = sys::send_all(self.fd.as_raw_fd(), &msg.encode());
+        self.send_frame(&msg.encode());
+    }
+
+    /// Sends a frame made by [`Message::encode`].
+    pub fn send_frame(&self, frame: &[u8]) {
+        let _ = sys::send_all(self.fd.as_raw_fd(), frame);
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -221,12 +226,13 @@ impl Job {
         if self.report.is_some() {
             return Ok(false);
         }
-        let sig = Signal::try_from(signo).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "{signo} is not a signal number; pass one of the SIG* constants, e.g. SIGTERM (15)"
-            ))
+        // Until reaped, the pid cannot belong to another process.
+        sys::send_signal(self.pid, signo).map_err(|e| match e {
+            nix::errno::Errno::EINVAL => {
+                Error::InvalidArgument(format!("{signo} is not a signal number"))
+            }
+            e => Error::sys("kill", e),
         })?;
-        nix::sys::signal::kill(self.pid, sig).map_err(|e| Error::sys("kill", e))?;
         Ok(true)
     }
 }

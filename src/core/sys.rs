@@ -191,6 +191,20 @@ pub fn send_all(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
+/// The highest signal number (SIGRTMAX).
+pub fn max_signal() -> i32 {
+    libc::SIGRTMAX()
+}
+
+/// `kill(2)` with any signal number, real-time ones included (nix's `Signal` has none of those).
+pub fn send_signal(pid: Pid, signo: i32) -> Result<(), Errno> {
+    // SAFETY: kill takes two integers; an invalid signal number is reported as EINVAL.
+    if unsafe { libc::kill(pid.as_raw(), signo) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// The `SIGxxx` name of a signal number (`SIGRTMIN+n` for real-time ones).
 pub fn signal_name(signo: i32) -> String {
     match nix::sys::signal::Signal::try_from(signo) {

@@ -36,9 +36,12 @@ pub fn describe(v: &Zval) -> String {
 /// `what` must be callable; `what` names it in the message, e.g. "Forklift\\fork(): argument #1 ($job)".
 pub fn callable<'a>(v: &'a Zval, what: &str) -> Result<ZendCallable<'a>, PhpException> {
     if !v.is_callable() {
+        let why = crate::php::zend::callable_error(v)
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
         return Err(invalid(format!(
             "{what} must be a callable (a Closure, a function name, [$object, 'method'] or an \
-             invokable object), {} given",
+             invokable object), {} given{why}",
             describe(v)
         )));
     }
@@ -65,4 +68,16 @@ pub fn seconds(v: f64, what: &str) -> Result<f64, PhpException> {
         )));
     }
     Ok(v)
+}
+
+/// A signal number the kernel knows (1 to SIGRTMAX), e.g. SIGTERM.
+pub fn signal(signo: i64, what: &str) -> Result<i32, PhpException> {
+    let max = crate::core::sys::max_signal();
+    match i32::try_from(signo) {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(invalid(format!(
+            "{what}: {signo} is not a signal number; pass one of the SIG* constants (1 to {max}), \
+             e.g. SIGTERM (15)"
+        ))),
+    }
 }

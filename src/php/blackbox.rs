@@ -23,8 +23,8 @@ use crate::php::zend;
 const TRACE_FRAMES: usize = 20;
 
 thread_local! {
-    /// Set in a job child: where its records go.
-    static CHANNEL: RefCell<Option<ChildEnd>> = const { RefCell::new(None) };
+    /// Set in a job child: where its records go, and the largest frame the parent accepts.
+    static CHANNEL: RefCell<Option<(ChildEnd, usize)>> = const { RefCell::new(None) };
     /// Whether a fatal error was recorded in this job child (tells "Allowed memory size exhausted",
     /// which unwinds like exit(255), from a real exit(255)).
     static FATAL_SEEN: Cell<bool> = const { Cell::new(false) };
@@ -72,7 +72,7 @@ impl ErrorObserver for Observer {
             if fatal {
                 FATAL_SEEN.with(|f| f.set(true));
             }
-            send(&Message::Error(rec));
+            send(Message::Error(rec));
         }
     }
 }
@@ -107,18 +107,24 @@ fn fatal_trace(info: &ErrorInfo) -> Vec<String> {
 }
 
 /// Makes this process a job child whose records go to `end`.
-pub fn attach_child(end: ChildEnd) {
-    CHANNEL.with(|c| *c.borrow_mut() = Some(end));
+pub fn attach_child(end: ChildEnd, max_frame: usize) {
+    CHANNEL.with(|c| *c.borrow_mut() = Some((end, max_frame)));
     FATAL_SEEN.with(|f| f.set(false));
     // Captures open in the parent when it forked are the parent's; the child starts clean.
     CAPTURES.with(|c| c.borrow_mut().clear());
 }
 
-/// Sends a message to the parent (in a job child; a no-op elsewhere).
-pub fn send(msg: &Message) {
+/// Sends a message to the parent (in a job child; a no-op elsewhere). Records too long for the
+/// frame limit are shrunk, not lost.
+pub fn send(msg: Message) {
     CHANNEL.with(|c| {
-        if let Some(end) = c.borrow().as_ref() {
-            end.send(msg);
+        if let Some((end, max_frame)) = c.borrow().as_ref() {
+            let frame = msg.encode();
+            if frame.len() <= *max_frame {
+                end.send_frame(&frame);
+            } else {
+                end.send_frame(&msg.fit(*max_frame).encode());
+            }
         }
     });
 }

@@ -6,7 +6,7 @@ use ext_php_rs::convert::IntoZvalDyn;
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::{try_catch, CatchError, ExecutorGlobals};
 
-use crate::core::ipc::{Message, HEADER};
+use crate::core::ipc::Message;
 use crate::core::outcome::CHANNEL_EXCEPTION;
 use crate::core::process::ChildEnd;
 use crate::core::record::{Code, ExceptionRecord};
@@ -31,7 +31,7 @@ enum Ending {
 /// Runs `job(...args)` in the freshly forked child and never returns.
 pub fn run(end: ChildEnd, job: &Zval, args: &[Zval], max_frame: usize) -> ! {
     wait::forget_inherited();
-    blackbox::attach_child(end);
+    blackbox::attach_child(end, max_frame);
     // Output the parent had buffered is the parent's to print, not ours.
     zend::discard_output();
 
@@ -46,9 +46,9 @@ pub fn run(end: ChildEnd, job: &Zval, args: &[Zval], max_frame: usize) -> ! {
     wait::settle_detached();
     // The job's own output buffers, as PHP would flush them at the end of a request.
     if try_catch(zend::flush_output).is_err() {
-        blackbox::send(&Message::Fatal);
+        blackbox::send(Message::Fatal);
     }
-    blackbox::send(&Message::Stats {
+    blackbox::send(Message::Stats {
         peak_memory: zend::peak_memory(),
         finished_ns: sys::monotonic_ns(),
     });
@@ -92,15 +92,17 @@ fn report(ending: Ending, max_frame: usize) -> i32 {
     match ending {
         Ending::Returned(value) => match values::serialize(&value) {
             Ok((format, bytes)) if Message::value_frame_len(bytes.len()) <= max_frame => {
-                blackbox::send(&Message::Value { format, bytes });
+                blackbox::send(Message::Value { format, bytes });
                 0
             }
             Ok((_, bytes)) => {
                 send_channel_failure(
                     format!(
-                        "the job's return value is {} bytes serialized, over the limit of {} bytes \
-                         (forklift.max_frame_size): return less data, or raise the limit",
-                        bytes.len() + HEADER + 2,
+                        "the job's return value is {} bytes serialized, which makes a frame of {} \
+                         bytes, over the limit of {} bytes (forklift.max_frame_size): return less \
+                         data, or raise the limit",
+                        bytes.len(),
+                        Message::value_frame_len(bytes.len()),
                         max_frame
                     ),
                     None,
@@ -114,20 +116,20 @@ fn report(ending: Ending, max_frame: usize) -> i32 {
         },
         Ending::Threw => {
             if let Some(ex) = ExecutorGlobals::take_exception() {
-                blackbox::send(&Message::Exception(read_exception(&ex)));
+                blackbox::send(Message::Exception(read_exception(&ex)));
             }
             EXIT_FAILURE
         }
         Ending::Exited(code) => {
-            blackbox::send(&Message::Exit(code));
+            blackbox::send(Message::Exit(code));
             code
         }
         Ending::Fatal => {
-            blackbox::send(&Message::Fatal);
+            blackbox::send(Message::Fatal);
             EXIT_FAILURE
         }
         Ending::Internal(why) => {
-            blackbox::send(&Message::Exception(ExceptionRecord {
+            blackbox::send(Message::Exception(ExceptionRecord {
                 class: "Forklift\\ForkliftException".into(),
                 message: format!("internal error in the job child: {why}"),
                 code: Code::Int(0),
@@ -139,7 +141,7 @@ fn report(ending: Ending, max_frame: usize) -> i32 {
 }
 
 fn send_channel_failure(message: String, previous: Option<ExceptionRecord>) {
-    blackbox::send(&Message::Exception(ExceptionRecord {
+    blackbox::send(Message::Exception(ExceptionRecord {
         class: CHANNEL_EXCEPTION.into(),
         message,
         code: Code::Int(0),

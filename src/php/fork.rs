@@ -28,8 +28,9 @@ const MIN_FRAME: i64 = 1024;
 fn max_frame() -> PhpResult<usize> {
     let v = zend::ini_long(c"forklift.max_frame_size");
     if v < MIN_FRAME {
+        let raw = zend::ini_string("forklift.max_frame_size").unwrap_or_else(|| v.to_string());
         return Err(invalid(format!(
-            "forklift.max_frame_size is {v}; it must be a number of bytes, at least {MIN_FRAME} \
+            "forklift.max_frame_size is \"{raw}\"; it must be a number of bytes, at least {MIN_FRAME} \
              (the default is 67108864, 64 MiB)"
         )));
     }
@@ -110,13 +111,17 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
     let mut handles: Vec<Zval> = Vec::new();
     let mut seen = Vec::new();
     for (key, value) in processes.iter() {
-        let Some(obj) = value.object() else {
+        let Some(obj) = value
+            .object()
+            .filter(|_| value.extract::<&Process>().is_some())
+        else {
             return Err(invalid(format!(
                 "Forklift\\wait_any(): element [{key}] of argument #1 ($processes) must be a \
                  Forklift\\Process, {} given",
                 args::describe(value)
             )));
         };
+        // The same handle twice would be two mutable borrows of one object: wait on it once.
         let id = obj.handle;
         if seen.contains(&id) {
             continue;
@@ -125,19 +130,10 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
         keys.push(key.to_string());
         handles.push(value.shallow_clone());
     }
-    let mut procs: Vec<&mut Process> = Vec::with_capacity(handles.len());
-    for (i, z) in handles.iter_mut().enumerate() {
-        match <&mut Process>::from_zval_mut(z) {
-            Some(p) => procs.push(p),
-            None => {
-                return Err(invalid(format!(
-                    "Forklift\\wait_any(): element [{}] of argument #1 ($processes) must be a \
-                     Forklift\\Process, {} given",
-                    keys[i], "another object"
-                )))
-            }
-        }
-    }
+    let mut procs: Vec<&mut Process> = handles
+        .iter_mut()
+        .map(|z| <&mut Process>::from_zval_mut(z).expect("checked to be a Process above"))
+        .collect();
     let finished = procs.iter().position(|p| p.result.is_some());
     let index = match finished {
         Some(i) => Some(i),
@@ -243,19 +239,11 @@ impl Process {
 
     /// Sends a signal to the child; false when it has already ended.
     pub fn signal(&mut self, signo: i64) -> PhpResult<bool> {
-        let Some(job) = self.job.as_ref() else {
-            return Ok(false);
-        };
-        let signo = i32::try_from(signo).map_err(|_| {
-            invalid(format!("Forklift\\Process::signal(): {signo} is not a signal number; pass e.g. SIGTERM (15)"))
-        })?;
-        if signo <= 0 {
-            return Err(invalid(format!(
-                "Forklift\\Process::signal(): {signo} is not a signal number; pass one of the SIG* \
-                 constants, e.g. SIGTERM (15)"
-            )));
+        let signo = args::signal(signo, "Forklift\\Process::signal()")?;
+        match self.job.as_ref() {
+            Some(job) => job.signal(signo).map_err(from_core),
+            None => Ok(false),
         }
-        job.signal(signo).map_err(from_core)
     }
 }
 

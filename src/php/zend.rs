@@ -130,3 +130,35 @@ pub fn with_error_reporting<R>(level: i32, f: impl FnOnce() -> R) -> R {
     unsafe { (*ffi::ext_php_rs_executor_globals()).error_reporting = saved };
     r
 }
+
+/// PHP's own reason why `v` is not callable (e.g. `class stdClass does not have a method "nope"`).
+pub fn callable_error(v: &Zval) -> Option<String> {
+    let mut error: *mut c_char = std::ptr::null_mut();
+    // SAFETY: v is a valid zval; zend_is_callable_ex only reads it and, on failure, may store an
+    // emalloc'ed message in `error`, which we copy and free.
+    unsafe {
+        let ok = ffi::zend_is_callable_ex(
+            v as *const Zval as *mut ffi::zval,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut error,
+        );
+        if error.is_null() {
+            return None;
+        }
+        let message = CStr::from_ptr(error).to_string_lossy().into_owned();
+        ffi::_efree(error.cast());
+        (!ok).then_some(message)
+    }
+}
+
+/// The raw string value of an ini setting, for error messages.
+pub fn ini_string(name: &str) -> Option<String> {
+    ext_php_rs::zend::ExecutorGlobals::get()
+        .ini_values()
+        .get(name)
+        .cloned()
+        .flatten()
+}

@@ -57,6 +57,10 @@ final class BadInputTest extends TestCase
                 fn () => \Forklift\fork(new \stdClass()),
                 $invalid, ['argument #1 ($job)', self::CALLABLE_HINT, 'object of class stdClass given'],
             ],
+            'fork of an array naming a method the object lacks' => [
+                fn () => \Forklift\fork([new \ArrayObject(), 'frobnicate']),
+                $invalid, ['argument #1 ($job)', 'array given', 'class ArrayObject does not have a method "frobnicate"'],
+            ],
             'fork of an empty array' => [
                 fn () => \Forklift\fork([]),
                 $invalid, ['argument #1 ($job)', self::CALLABLE_HINT, 'array given'],
@@ -72,21 +76,28 @@ final class BadInputTest extends TestCase
                     ini_set('forklift.max_frame_size', '0');
                     return \Forklift\fork(fn () => 1);
                 },
-                $invalid, ['forklift.max_frame_size is 0', 'at least 1024'],
+                $invalid, ['forklift.max_frame_size is "0"', 'at least 1024'],
             ],
             'fork with forklift.max_frame_size 10' => [
                 function () {
                     ini_set('forklift.max_frame_size', '10');
                     return \Forklift\fork(fn () => 1);
                 },
-                $invalid, ['forklift.max_frame_size is 10', 'at least 1024'],
+                $invalid, ['forklift.max_frame_size is "10"', 'at least 1024'],
+            ],
+            'fork with a forklift.max_frame_size that is not a number' => [
+                function () {
+                    ini_set('forklift.max_frame_size', '64 megs');
+                    return \Forklift\fork(fn () => 1);
+                },
+                $invalid, ['forklift.max_frame_size is "64 megs"', 'a number of bytes'],
             ],
             'fork with a negative forklift.max_frame_size' => [
                 function () {
                     ini_set('forklift.max_frame_size', '-5');
                     return \Forklift\fork(fn () => 1);
                 },
-                $invalid, ['forklift.max_frame_size is -5', 'at least 1024'],
+                $invalid, ['forklift.max_frame_size is "-5"', 'at least 1024'],
             ],
 
             // on_fork(): callables or null, and at least one callable
@@ -122,8 +133,7 @@ final class BadInputTest extends TestCase
             ],
             'wait_any of an object that is not a Process' => [
                 fn () => \Forklift\wait_any(['x' => new \stdClass()]),
-                // The message says "another object given"; it does not name stdClass.
-                $invalid, ['element [x] of argument #1 ($processes) must be a Forklift\Process'],
+                $invalid, ['element [x] of argument #1 ($processes) must be a Forklift\Process', 'object of class stdClass given'],
             ],
             'wait_any of a Process next to an int' => [
                 fn (Process $p) => \Forklift\wait_any([$p, 1]),
@@ -161,8 +171,7 @@ final class BadInputTest extends TestCase
             ],
             'signal 9999' => [
                 fn (Process $p) => $p->signal(9999),
-                // Unlike its siblings, this message does not start with "Forklift\Process::signal():".
-                $invalid, ['9999 is not a signal number', 'pass one of the SIG* constants, e.g. SIGTERM (15)'],
+                $invalid, ['Forklift\Process::signal(): 9999 is not a signal number', 'pass one of the SIG* constants (1 to 64), e.g. SIGTERM (15)'],
             ],
             'signal 2**40, beyond a C int' => [
                 fn (Process $p) => $p->signal(2 ** 40),
@@ -207,8 +216,8 @@ final class BadInputTest extends TestCase
         } catch (\Throwable $e) {
             $thrown = $e;
         } finally {
-            // ini_restore() does not restore this setting: put the old value back explicitly.
-            ini_set('forklift.max_frame_size', $frameSize);
+            ini_restore('forklift.max_frame_size');
+            $this->assertSame($frameSize, ini_get('forklift.max_frame_size'), 'ini_restore() restores the setting');
             fwrite($release, 'x');
             $end = $running->wait();
         }
@@ -387,5 +396,33 @@ final class BadInputTest extends TestCase
             }
         }
         $this->fail('libforklift.so is not mapped into this process');
+    }
+
+    public function test_a_bad_signal_number_is_refused_even_after_the_job_ended(): void
+    {
+        $p = \Forklift\fork(fn () => 1);
+        $p->wait();
+        $this->assertFalse($p->signal(SIGTERM), 'a valid signal to an ended job: false');
+        try {
+            $p->signal(9999);
+            $this->fail('signal(9999) must throw');
+        } catch (\Forklift\InvalidArgumentException $e) {
+            $this->assertStringContainsString('9999 is not a signal number', $e->getMessage());
+        }
+    }
+
+    public function test_real_time_signals_are_signal_numbers_too(): void
+    {
+        [$hold, $release] = $this->pair();
+        $p = \Forklift\fork(function () use ($hold) {
+            pcntl_async_signals(true);
+            pcntl_signal(SIGRTMIN + 1, fn () => exit(7));
+            fwrite($hold, 'r');
+            fread($hold, 1); // interrupted by the signal
+            return 'not reached';
+        });
+        $this->assertSame('r', fread($release, 1));
+        $this->assertTrue($p->signal(SIGRTMIN + 1));
+        $this->assertSame(7, $p->wait()->exitCode());
     }
 }
