@@ -232,6 +232,11 @@ impl FrameDecoder {
         Err(err)
     }
 
+    /// Bytes of an unfinished frame held back.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn failed(&self) -> Option<&Error> {
         self.failed.as_ref()
     }

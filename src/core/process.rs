@@ -5,7 +5,9 @@
 //! exactly once by [`Job::finish`], which kills what is left of the job's process group, drains the
 //! channel and reaps the child. A handle is usable only from the process that forked it.
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -54,20 +56,31 @@ pub fn fork_job(max_frame: usize) -> Result<Forked> {
             // Also set it from here so the group exists before fork_job returns (the shell's trick);
             // EACCES/ESRCH mean the child already did it or already left.
             let _ = setpgid(child, child);
-            let pidfd = sys::pidfd_open(child).map_err(|e| Error::sys("pidfd_open", e))?;
-            nix::fcntl::fcntl(
-                parent_end.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-            )
-            .map_err(|e| Error::sys("fcntl", e))?;
+            // Without a pidfd (old kernel, or the child is already gone) the exit is found by waitid.
+            let pidfd = sys::pidfd_open(child).ok().flatten();
+            let mut inbox = Inbox {
+                fd: Some(parent_end),
+                decoder: FrameDecoder::new(max_frame),
+                messages: Vec::new(),
+                error: None,
+            };
+            if let Some(fd) = &inbox.fd {
+                if let Err(e) = nix::fcntl::fcntl(
+                    fd.as_raw_fd(),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                ) {
+                    // A blocking channel could hang the parent: read nothing from it.
+                    inbox.fail(Error::sys("fcntl", e));
+                    inbox.fd = None;
+                }
+            }
+            let inbox = Rc::new(RefCell::new(inbox));
+            INBOXES.with(|all| all.borrow_mut().push(Rc::downgrade(&inbox)));
             Ok(Forked::Parent(Job {
                 pid: child,
                 owner: parent,
                 pidfd,
-                channel: Some(parent_end),
-                decoder: FrameDecoder::new(max_frame),
-                messages: Vec::new(),
-                channel_error: None,
+                inbox,
                 started_ns,
                 report: None,
             }))
@@ -97,15 +110,92 @@ impl ChildEnd {
     }
 }
 
+/// Most bytes read from one channel per turn, so that a child that keeps writing cannot keep
+/// the parent from its other jobs and deadlines.
+const READ_BUDGET: usize = 1 << 20;
+
+/// The parent's end of a job's channel and what has been read from it.
+pub(crate) struct Inbox {
+    fd: Option<OwnedFd>,
+    decoder: FrameDecoder,
+    messages: Vec<Message>,
+    error: Option<Error>,
+}
+
+impl Inbox {
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Reads what the child has sent so far (up to [`READ_BUDGET`]).
+    pub(crate) fn pump(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let mut buf = Vec::new();
+        let eof = match sys::read_available(fd, &mut buf, READ_BUDGET) {
+            Ok(eof) => eof,
+            Err(e) => {
+                self.fail(Error::Channel(format!("read failed: {e}")));
+                true
+            }
+        };
+        if let Err(e) = self.decoder.push(&buf, &mut self.messages) {
+            self.fail(e);
+        }
+        if eof {
+            // Closing stops poll from reporting an endless end-of-stream.
+            self.fd = None;
+        }
+    }
+
+    /// Reads everything left; a frame cut short is an error.
+    fn drain(&mut self) {
+        while self.fd.is_some() {
+            let before = self.messages.len();
+            let buffered = self.decoder.buffered();
+            self.pump();
+            if self.messages.len() == before && self.decoder.buffered() == buffered {
+                break; // nothing more arrived: EAGAIN
+            }
+        }
+        self.fd = None;
+        if let Err(e) = self.decoder.finish() {
+            self.fail(e);
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+}
+
+thread_local! {
+    /// The channels of this process's running jobs, so that waiting for one job also reads the
+    /// others: a sibling that logs a lot never blocks on a full socket while we wait elsewhere.
+    static INBOXES: RefCell<Vec<Weak<RefCell<Inbox>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Every open channel of this process's jobs, running or detached.
+pub(crate) fn open_inboxes() -> Vec<Rc<RefCell<Inbox>>> {
+    INBOXES.with(|all| {
+        let mut all = all.borrow_mut();
+        all.retain(|w| w.upgrade().is_some_and(|i| i.borrow().fd.is_some()));
+        all.iter().filter_map(Weak::upgrade).collect()
+    })
+}
+
+/// In a new job child: the channels are the parent's; reading them would steal its data.
+pub(crate) fn forget_inboxes() {
+    INBOXES.with(|all| all.borrow_mut().clear());
+}
+
 /// The parent's handle on a job child.
 pub struct Job {
     pid: Pid,
     owner: Pid,
     pidfd: Option<OwnedFd>,
-    channel: Option<OwnedFd>,
-    decoder: FrameDecoder,
-    messages: Vec<Message>,
-    channel_error: Option<Error>,
+    inbox: Rc<RefCell<Inbox>>,
     started_ns: u64,
     report: Option<Report>,
 }
@@ -117,6 +207,11 @@ impl Job {
 
     pub fn report(&self) -> Option<&Report> {
         self.report.as_ref()
+    }
+
+    /// Takes the report out (once finished), leaving the job without one.
+    pub fn take_report(&mut self) -> Option<Report> {
+        self.report.take()
     }
 
     /// Errors unless called from the process that forked the job.
@@ -132,41 +227,21 @@ impl Job {
         Ok(())
     }
 
-    /// File descriptors to poll while the job runs: (channel, pidfd).
-    pub(crate) fn poll_fds(&self) -> (Option<RawFd>, Option<RawFd>) {
+    /// The pidfd to poll while the job runs (`None`: finished, or no pidfd on this kernel).
+    pub(crate) fn pidfd(&self) -> Option<RawFd> {
         if self.report.is_some() {
-            return (None, None);
+            return None;
         }
-        (
-            self.channel.as_ref().map(|f| f.as_raw_fd()),
-            self.pidfd.as_ref().map(|f| f.as_raw_fd()),
-        )
+        self.pidfd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    pub(crate) fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
     }
 
     /// Reads whatever the child has sent so far.
     pub(crate) fn pump(&mut self) {
-        let Some(fd) = &self.channel else { return };
-        let mut buf = Vec::new();
-        let eof = match sys::read_available(fd, &mut buf) {
-            Ok(eof) => eof,
-            Err(e) => {
-                self.fail_channel(Error::Channel(format!("read failed: {e}")));
-                true
-            }
-        };
-        if let Err(e) = self.decoder.push(&buf, &mut self.messages) {
-            self.fail_channel(e);
-        }
-        if eof {
-            // Closing stops poll from reporting an endless end-of-stream.
-            self.channel = None;
-        }
-    }
-
-    fn fail_channel(&mut self, e: Error) {
-        if self.channel_error.is_none() {
-            self.channel_error = Some(e);
-        }
+        self.inbox.borrow_mut().pump();
     }
 
     /// Whether the child has exited (it may not be reaped yet). Never blocks.
@@ -181,12 +256,13 @@ impl Job {
                 sys::poll_readable(&[fd.as_raw_fd()], deadline, &mut ready).unwrap_or(false)
             }
             None => {
-                use nix::sys::wait::{waitid, Id, WaitPidFlag};
-                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-                !matches!(
-                    waitid(Id::Pid(self.pid), flags),
-                    Ok(nix::sys::wait::WaitStatus::StillAlive)
-                )
+                use nix::sys::wait::WaitStatus;
+                match sys::peek_exit(self.pid) {
+                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => true,
+                    // Reaped by someone else: finish() reports it, without a status.
+                    Err(nix::errno::Errno::ECHILD) => true,
+                    _ => false,
+                }
             }
         }
     }
@@ -195,35 +271,45 @@ impl Job {
     /// drain the channel, reap it and decide the outcome. Blocks only while reaping an exited child.
     pub(crate) fn finish(&mut self) -> Result<&Report> {
         if self.report.is_none() {
-            // The zombie leader keeps the group id alive, so this cannot hit a reused id.
-            let _ = killpg(self.pid, Signal::SIGKILL);
-            self.pump();
-            if let Err(e) = self.decoder.finish() {
-                self.fail_channel(e);
-            }
             let observed = sys::monotonic_ns();
-            let status = sys::wait4(self.pid, true)
-                .map_err(|e| Error::sys("wait4", e))?
-                .expect("a blocking wait4 returns a status");
-            self.channel = None;
-            self.pidfd = None;
-            let messages = std::mem::take(&mut self.messages);
+            // Only while the zombie is still ours does its pid, and so its group id, stay ours:
+            // someone else's wait (pcntl_wait(-1), SIGCHLD ignored) frees it for reuse.
+            let status = match sys::peek_exit(self.pid) {
+                Err(nix::errno::Errno::ECHILD) => None,
+                _ => {
+                    let _ = killpg(self.pid, Signal::SIGKILL);
+                    sys::wait4(self.pid, true).map_err(|e| Error::sys("wait4", e))?
+                }
+            };
+            let mut inbox = self.inbox.borrow_mut();
+            inbox.drain();
+            let status = status.unwrap_or_else(|| {
+                inbox.fail(Error::Channel(
+                    "the child was reaped by someone else (pcntl_wait(-1), or SIGCHLD set to \
+                     SIG_IGN), so how it ended is unknown: leave Forklift's children to Forklift"
+                        .into(),
+                ));
+                sys::ExitStatus::unknown()
+            });
+            let messages = std::mem::take(&mut inbox.messages);
             self.report = Some(Report::decide(
                 self.pid.as_raw(),
                 messages,
-                self.channel_error.as_ref(),
+                inbox.error.as_ref(),
                 status,
                 self.started_ns,
                 observed,
             ));
+            drop(inbox);
+            self.pidfd = None;
         }
         Ok(self.report.as_ref().unwrap())
     }
 
-    /// Sends `signo` to the job child (not its group). False when it has already been reaped.
+    /// Sends `signo` to the job child (not its group). False when it has already ended.
     pub fn signal(&self, signo: i32) -> Result<bool> {
         self.check_owner()?;
-        if self.report.is_some() {
+        if self.has_exited() {
             return Ok(false);
         }
         // Until reaped, the pid cannot belong to another process.
@@ -242,7 +328,7 @@ impl Drop for Job {
         if getpid() != self.owner {
             // A copy inherited by a forked child: the fds are the parent's business, and closing
             // them here could close unrelated fds that reuse their numbers.
-            std::mem::forget(self.channel.take());
+            std::mem::forget(self.inbox.borrow_mut().fd.take());
             std::mem::forget(self.pidfd.take());
         }
     }

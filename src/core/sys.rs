@@ -22,6 +22,31 @@ pub struct ExitStatus {
     pub max_rss: u64,
 }
 
+impl ExitStatus {
+    /// For a child whose status was taken by someone else.
+    pub fn unknown() -> Self {
+        ExitStatus {
+            code: None,
+            signal: None,
+            core_dumped: false,
+            cpu: Duration::ZERO,
+            max_rss: 0,
+        }
+    }
+}
+
+/// How a child ended, without reaping it (`waitid` with `WNOWAIT`); `StillAlive` while it runs.
+pub fn peek_exit(pid: Pid) -> Result<nix::sys::wait::WaitStatus, Errno> {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::Pid(pid), flags) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// `pidfd_open(2)`: `None` where the kernel has no pidfds (before 5.3).
 pub fn pidfd_open(pid: Pid) -> Result<Option<OwnedFd>, Errno> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
@@ -164,10 +189,11 @@ pub fn poll_readable(
     }
 }
 
-/// Reads what is available on a non-blocking fd into `buf`; returns (bytes read, end of stream).
-pub fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<bool, Errno> {
+/// Reads what is available on a non-blocking fd into `buf`, up to about `budget` bytes; returns
+/// whether the stream has ended.
+pub fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>, budget: usize) -> Result<bool, Errno> {
     let mut chunk = [0u8; 64 * 1024];
-    loop {
+    while buf.len() < budget {
         match nix::unistd::read(fd.as_raw_fd(), &mut chunk) {
             Ok(0) => return Ok(true),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -177,6 +203,7 @@ pub fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<bool, Errno> {
             Err(e) => return Err(e),
         }
     }
+    Ok(false)
 }
 
 /// Writes all of `bytes` to a blocking socket, without SIGPIPE if the reader is gone.

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use crate::core::error::{Error, Result};
-use crate::core::process::Job;
+use crate::core::process::{forget_inboxes, open_inboxes, Job};
 use crate::core::sys;
 
 /// How often a job is checked on kernels without pidfd (< 5.3), where its exit cannot be polled.
@@ -22,50 +22,39 @@ pub fn wait_first(jobs: &mut [&mut Job], deadline: Option<Instant>) -> Result<Op
         job.check_owner()?;
     }
     let mut fds = Vec::new();
-    let mut owners = Vec::new();
     let mut ready = Vec::new();
     loop {
         if let Some(i) = jobs.iter().position(|j| j.report().is_some()) {
             return Ok(Some(i));
         }
+        // Every open channel of this process, not only those of `jobs`: see process::INBOXES.
+        let inboxes = open_inboxes();
         fds.clear();
-        owners.clear();
-        let mut blind = false;
+        fds.extend(inboxes.iter().filter_map(|i| i.borrow().fd()));
+        let channels = fds.len();
+        let mut pidfd_of = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
-            let (channel, pidfd) = job.poll_fds();
-            if let Some(fd) = channel {
+            if let Some(fd) = job.pidfd() {
                 fds.push(fd);
-                owners.push((i, false));
-            }
-            match pidfd {
-                Some(fd) => {
-                    fds.push(fd);
-                    owners.push((i, true));
-                }
-                None => blind = true,
+                pidfd_of.push(i);
             }
         }
+        let blind = jobs.iter().any(|j| !j.has_pidfd());
         let tick = blind.then(|| Instant::now() + NO_PIDFD_TICK);
         let poll_deadline = match (deadline, tick) {
             (Some(d), Some(t)) => Some(d.min(t)),
             (d, t) => d.or(t),
         };
         sys::poll_readable(&fds, poll_deadline, &mut ready).map_err(|e| Error::sys("poll", e))?;
-        let mut exited = None;
-        for (k, &(i, is_pidfd)) in owners.iter().enumerate() {
-            if !ready[k] {
-                continue;
-            }
-            if is_pidfd {
-                exited.get_or_insert(i);
-            } else {
-                jobs[i].pump();
-            }
+        for (inbox, _) in inboxes.iter().zip(&ready[..channels]).filter(|(_, r)| **r) {
+            inbox.borrow_mut().pump();
         }
+        let mut exited = ready[channels..]
+            .iter()
+            .position(|r| *r)
+            .map(|k| pidfd_of[k]);
         if blind && exited.is_none() {
-            exited = jobs
-                .iter()
-                .position(|j| j.poll_fds().1.is_none() && j.has_exited());
+            exited = jobs.iter().position(|j| !j.has_pidfd() && j.has_exited());
         }
         if let Some(i) = exited {
             jobs[i].finish()?;
@@ -119,6 +108,7 @@ pub fn settle_detached() {
 /// In a new job child: the detached jobs are the parent's, not ours.
 pub fn forget_inherited() {
     DETACHED.with(|d| d.borrow_mut().clear());
+    forget_inboxes();
 }
 
 /// How many detached jobs are still being looked after.

@@ -22,12 +22,23 @@ use crate::php::zend;
 /// Frames kept in the trace of a fatal error.
 const TRACE_FRAMES: usize = 20;
 
+/// Records a job sends at most; past this, non-fatal errors are only counted (a loop raising a
+/// notice a million times must not flood the parent's memory), and a last record says how many.
+pub const MAX_RECORDS: u64 = 1000;
+
+/// Levels a `set_error_handler` handler can never take: these always end the script.
+const UNHANDLEABLE: i32 =
+    record::E_ERROR | record::E_PARSE | record::E_CORE_ERROR | record::E_COMPILE_ERROR;
+
 thread_local! {
     /// Set in a job child: where its records go, and the largest frame the parent accepts.
     static CHANNEL: RefCell<Option<(ChildEnd, usize)>> = const { RefCell::new(None) };
     /// Whether a fatal error was recorded in this job child (tells "Allowed memory size exhausted",
     /// which unwinds like exit(255), from a real exit(255)).
     static FATAL_SEEN: Cell<bool> = const { Cell::new(false) };
+    /// Records sent by this job child, and those counted but not sent past [`MAX_RECORDS`].
+    static SENT: Cell<u64> = const { Cell::new(0) };
+    static UNSENT: Cell<u64> = const { Cell::new(0) };
     /// Open `Blackbox::capture` calls, innermost last.
     static CAPTURES: RefCell<Vec<Vec<record::ErrorRecord>>> = const { RefCell::new(Vec::new()) };
 }
@@ -69,9 +80,16 @@ impl ErrorObserver for Observer {
             });
         }
         if in_child {
-            if fatal {
+            // An E_USER_ERROR that a handler takes does not end the job; note only the fatal
+            // errors that will, to tell "Allowed memory size exhausted" from exit(255) later.
+            if level & UNHANDLEABLE != 0 || (fatal && !zend::has_user_error_handler()) {
                 FATAL_SEEN.with(|f| f.set(true));
             }
+            if !fatal && SENT.with(Cell::get) >= MAX_RECORDS {
+                UNSENT.with(|u| u.set(u.get() + 1));
+                return;
+            }
+            SENT.with(|s| s.set(s.get() + 1));
             send(Message::Error(rec));
         }
     }
@@ -110,6 +128,8 @@ fn fatal_trace(info: &ErrorInfo) -> Vec<String> {
 pub fn attach_child(end: ChildEnd, max_frame: usize) {
     CHANNEL.with(|c| *c.borrow_mut() = Some((end, max_frame)));
     FATAL_SEEN.with(|f| f.set(false));
+    SENT.with(|s| s.set(0));
+    UNSENT.with(|u| u.set(0));
     // Captures open in the parent when it forked are the parent's; the child starts clean.
     CAPTURES.with(|c| c.borrow_mut().clear());
 }
@@ -127,6 +147,21 @@ pub fn send(msg: Message) {
             }
         }
     });
+}
+
+/// In a job child at its end: says how many records were counted but not sent, if any.
+pub fn report_unsent() {
+    let unsent = UNSENT.with(Cell::get);
+    if unsent > 0 {
+        send(Message::Error(record::ErrorRecord {
+            level: record::E_WARNING,
+            message: format!(
+                "Forklift: {unsent} more errors were raised and not recorded (a job keeps its \
+                 first {MAX_RECORDS} records and every fatal one)"
+            ),
+            ..Default::default()
+        }));
+    }
 }
 
 pub fn fatal_seen() -> bool {

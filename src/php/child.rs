@@ -41,6 +41,7 @@ pub fn run(end: ChildEnd, job: &Zval, args: &[Zval], max_frame: usize) -> ! {
         Err(e) => Ending::Internal(format!("{e}")),
     };
     let code = report(ending, max_frame);
+    blackbox::report_unsent();
 
     // Jobs this job forked and let go of are run to their end, as a request end would.
     wait::settle_detached();

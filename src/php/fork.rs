@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::{ZendHashTable, Zval};
+use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
 
 use crate::core::process::{fork_job, Forked, Job};
 use crate::core::wait::{self, wait_first};
@@ -34,7 +34,8 @@ fn max_frame() -> PhpResult<usize> {
              (the default is 67108864, 64 MiB)"
         )));
     }
-    Ok(v as usize)
+    // The frame header holds a u32 length.
+    Ok(v.min(u32::MAX as i64) as usize)
 }
 
 /// Runs `$job(...$args)` in a forked child and returns its handle.
@@ -98,7 +99,10 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
         None => None,
         Some(t) => {
             let t = args::seconds(t, "Forklift\\wait_any(): argument #2 ($timeout)")?;
-            Some(Instant::now() + Duration::from_secs_f64(t))
+            // A timeout too large for the clock is as good as none.
+            Duration::try_from_secs_f64(t)
+                .ok()
+                .and_then(|d| Instant::now().checked_add(d))
         }
     };
     if processes.is_empty() {
@@ -127,7 +131,12 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
             continue;
         }
         seen.push(id);
-        keys.push(key.to_string());
+        let mut k = Zval::new();
+        match key {
+            ArrayKey::Long(n) => k.set_long(n),
+            other => k.set_string(&other.to_string(), false)?,
+        }
+        keys.push(k);
         handles.push(value.shallow_clone());
     }
     let mut procs: Vec<&mut Process> = handles
@@ -151,18 +160,8 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
         return Ok(null);
     };
     procs[i].settle();
-    // Return the key as the array has it: int keys stay ints.
-    let mut out = Zval::new();
-    for (key, _) in processes.iter() {
-        if key.to_string() == keys[i] {
-            match key {
-                ext_php_rs::types::ArrayKey::Long(n) => out.set_long(n),
-                _ => out.set_string(&keys[i], false)?,
-            }
-            break;
-        }
-    }
-    Ok(out)
+    // The key as the array has it: int keys stay ints.
+    Ok(keys.swap_remove(i))
 }
 
 /// A job running (or finished) in a child process.
@@ -181,7 +180,7 @@ impl Process {
         if self.result.is_some() {
             return;
         }
-        if let Some(report) = self.job.as_ref().and_then(|j| j.report()).cloned() {
+        if let Some(report) = self.job.as_mut().and_then(Job::take_report) {
             self.result = Some(JobResult::from_report(report));
             self.job = None;
         }

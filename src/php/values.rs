@@ -14,8 +14,13 @@ pub const FORMAT_IGBINARY: u8 = 1;
 /// Nesting depth up to which a returned array is searched for resources.
 const RESOURCE_SEARCH_DEPTH: usize = 64;
 
+thread_local! {
+    static IGBINARY: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
+}
+
+/// Extensions are loaded at startup, so this is decided once per process.
 fn has_igbinary() -> bool {
-    ZendCallable::try_from_name("igbinary_serialize").is_ok()
+    IGBINARY.with(|i| *i.get_or_init(|| ZendCallable::try_from_name("igbinary_serialize").is_ok()))
 }
 
 /// Why a value could not be sent; becomes a `Forklift\ChannelException` record.
@@ -105,20 +110,40 @@ fn is_serialized_false(format: u8, bytes: &[u8]) -> bool {
     }
 }
 
-/// Where a resource hides in `v` (`""` for `v` itself, `" at [key][key]"` inside arrays).
+/// Where a resource hides in `v` (`""` for `v` itself, `" at [key]->prop"` inside arrays and
+/// objects). Objects that decide their own serialization (`__serialize`, `__sleep`, Serializable)
+/// are left to it.
 fn find_resource(v: &Zval, depth: usize) -> Option<String> {
-    match v.get_type() {
-        DataType::Resource => Some(String::new()),
-        DataType::Array if depth > 0 => {
-            let arr = v.array()?;
-            for (k, item) in arr.iter() {
-                if let Some(inner) = find_resource(item, depth - 1) {
-                    let inner = inner.trim_start_matches(" at ").to_string();
-                    return Some(format!(" at [{k}]{inner}"));
-                }
-            }
-            None
-        }
-        _ => None,
+    let v = if v.is_reference() { v.reference()? } else { v };
+    if depth == 0 {
+        return None;
     }
+    let (table, object) = match v.get_type() {
+        DataType::Resource => return Some(String::new()),
+        DataType::Array => (v.array()?, false),
+        DataType::Object(_) => {
+            let obj = v.object()?;
+            let ce = obj.get_class_entry();
+            let custom = ["__serialize", "__sleep"]
+                .iter()
+                .any(|m| ce.function_table.get(*m).is_some())
+                || ce.instance_of(ext_php_rs::zend::ce::serializable());
+            if custom {
+                return None;
+            }
+            (obj.get_properties().ok()?, true)
+        }
+        _ => return None,
+    };
+    for (k, item) in table.iter() {
+        if let Some(inner) = find_resource(item, depth - 1) {
+            let inner = inner.trim_start_matches(" at ");
+            return Some(if object {
+                format!(" at ->{k}{inner}")
+            } else {
+                format!(" at [{k}]{inner}")
+            });
+        }
+    }
+    None
 }

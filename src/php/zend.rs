@@ -21,7 +21,17 @@ unsafe extern "C" {
         value: *mut ffi::zval,
     );
     static mut spl_ce_RuntimeException: *mut zend_class_entry;
+    static mut output_globals: OutputGlobals;
 }
+
+/// The head of PHP's `zend_output_globals` (main/php_output.h): only the handler stack is read.
+#[repr(C)]
+struct OutputGlobals {
+    handlers: ffi::zend_stack,
+}
+
+/// `PHP_OUTPUT_HANDLER_DISABLED`: the engine skips a disabled handler when popping it.
+const OUTPUT_HANDLER_DISABLED: i32 = 0x2000;
 
 fn globals() -> &'static ffi::_zend_executor_globals {
     // SAFETY: executor globals exist for the whole life of a request on PHP's main thread, which is
@@ -58,10 +68,23 @@ pub fn flush_output() {
     unsafe { ffi::php_output_end_all() }
 }
 
-/// Drops output buffered by the parent before the fork, so the child does not print it again.
+/// Drops output buffered by the parent before the fork, so the child does not print it again,
+/// without calling the parent's output callbacks (they are the parent's code, DESIGN.md §3).
 pub fn discard_output() {
-    // SAFETY: as above, discarding instead of flushing.
-    unsafe { php_output_discard_all() }
+    // SAFETY: output_globals is PHP's own (exported) global; its handler stack holds `top`
+    // pointers to live php_output_handler structs. We only set a flag bit on each, then let PHP
+    // pop them, which skips the callbacks of disabled handlers.
+    unsafe {
+        let stack = &*std::ptr::addr_of!(output_globals.handlers);
+        let handlers = stack.elements as *const *mut ffi::php_output_handler;
+        for i in 0..stack.top.max(0) as usize {
+            let h = *handlers.add(i);
+            if !h.is_null() {
+                (*h).flags |= OUTPUT_HANDLER_DISABLED;
+            }
+        }
+        php_output_discard_all()
+    }
 }
 
 /// Reads an integer ini setting (its current value, `ini_set` included).
@@ -119,16 +142,32 @@ pub fn set_previous(ex: &mut ZendObject, previous: &ZendObject) {
     }
 }
 
-/// Runs `f` with `EG(error_reporting)` set to `level`, then restores it.
+/// Runs `f` with `EG(error_reporting)` set to `level`, then restores it, also when `f` ends in a
+/// fatal error (which then goes on to bail out as it would have).
 pub fn with_error_reporting<R>(level: i32, f: impl FnOnce() -> R) -> R {
+    let set = |v: i32| {
+        // SAFETY: main-thread access to a plain int field of the executor globals; no reference
+        // to them is held while `f` runs.
+        unsafe { (*ffi::ext_php_rs_executor_globals()).error_reporting = v };
+    };
     let saved = error_reporting();
-    // SAFETY: main-thread access to a plain int field of the executor globals; no reference to
-    // them is held while `f` runs.
-    unsafe { (*ffi::ext_php_rs_executor_globals()).error_reporting = level };
-    let r = f();
-    // SAFETY: as above.
-    unsafe { (*ffi::ext_php_rs_executor_globals()).error_reporting = saved };
-    r
+    set(level);
+    let r = ext_php_rs::zend::try_catch(std::panic::AssertUnwindSafe(f));
+    set(saved);
+    match r {
+        Ok(r) => r,
+        // SAFETY: re-raising the bailout we caught, to the engine's own catch point.
+        Err(ext_php_rs::zend::CatchError::Bailout) => unsafe { ext_php_rs::zend::bailout() },
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Whether a `set_error_handler()` handler is installed.
+pub fn has_user_error_handler() -> bool {
+    !matches!(
+        globals().user_error_handler.get_type(),
+        ext_php_rs::flags::DataType::Undef | ext_php_rs::flags::DataType::Null
+    )
 }
 
 /// PHP's own reason why `v` is not callable (e.g. `class stdClass does not have a method "nope"`).

@@ -394,6 +394,93 @@ final class ForkTest extends TestCase
         unlink($file);
     }
 
+    public function test_a_noisy_sibling_is_read_while_the_parent_waits_for_another_job(): void
+    {
+        // The quiet job ends only after the noisy one has sent all its records, which outgrow a
+        // socket buffer: if waiting for the quiet job did not read the noisy one, neither would end.
+        [$quietEnd, $noisyEnd] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, 0);
+        $quiet = fork(fn () => fgets($quietEnd));
+        $noisy = fork(function () use ($noisyEnd) {
+            set_error_handler(null);
+            for ($i = 0; $i < 900; $i++) {
+                trigger_error(str_repeat('d', 400) . " $i", E_USER_DEPRECATED);
+            }
+            fwrite($noisyEnd, "sent\n");
+            return 'noisy done';
+        });
+        $this->assertSame(0, wait_any([$quiet], 20.0), 'the quiet job ended while we waited only for it');
+        $this->assertSame("sent\n", $quiet->wait()->value());
+        $this->assertSame('noisy done', $noisy->wait()->value());
+        $this->assertCount(900, $noisy->wait()->errors());
+    }
+
+    public function test_a_flood_of_errors_is_capped_and_the_rest_counted(): void
+    {
+        $r = fork(function () {
+            set_error_handler(null);
+            for ($i = 0; $i < 1500; $i++) {
+                trigger_error("notice $i", E_USER_NOTICE);
+            }
+            return 'done';
+        })->wait();
+        $this->assertSame('done', $r->value());
+        $errors = $r->errors();
+        $this->assertCount(1001, $errors);
+        $this->assertSame('notice 999', $errors[999]->message());
+        $this->assertStringContainsString('500 more errors were raised and not recorded', $errors[1000]->message());
+    }
+
+    public function test_an_exit_255_after_a_handled_user_error_is_an_exit_not_a_fatal_error(): void
+    {
+        $r = fork(function () {
+            set_error_handler(fn () => true);
+            trigger_error('handled', E_USER_ERROR);
+            exit(255);
+        })->wait();
+        $this->assertSame('exit', $r->outcome());
+        $this->assertSame(255, $r->exitCode());
+    }
+
+    public function test_a_resource_inside_a_returned_object_fails_the_job(): void
+    {
+        $r = fork(function () {
+            $o = new \stdClass();
+            $o->log = fopen('php://memory', 'w');
+            return $o;
+        })->wait();
+        $this->assertSame('exception', $r->outcome());
+        $this->assertStringContainsString('the job returned a resource at ->log', $r->exception()->message());
+    }
+
+    public function test_the_parents_output_callbacks_never_run_in_the_child(): void
+    {
+        $file = tempnam(sys_get_temp_dir(), 'forklift');
+        ob_start(function (string $buffer) use ($file) {
+            file_put_contents($file, getmypid() . "\n", FILE_APPEND);
+            return $buffer;
+        });
+        $childPid = fork(fn () => getmypid())->wait()->value();
+        ob_end_clean();
+        $pids = file($file, FILE_IGNORE_NEW_LINES);
+        $this->assertNotContains((string) $childPid, $pids);
+        $this->assertContains((string) getmypid(), $pids, 'the callback did run, in the parent');
+        unlink($file);
+    }
+
+    public function test_a_job_reaped_by_someone_else_fails_visibly_instead_of_hanging(): void
+    {
+        $p = fork(fn () => 1);
+        $this->assertSame($p->pid(), pcntl_waitpid($p->pid(), $status));
+        $r = $p->wait();
+        $this->assertSame('exception', $r->outcome());
+        $this->assertStringContainsString('reaped by someone else', $r->exception()->message());
+    }
+
+    public function test_a_timeout_too_large_for_the_clock_means_no_timeout(): void
+    {
+        $this->assertSame(0, wait_any([fork(fn () => 1)], 1e20));
+    }
+
     public function test_igbinary_is_used_when_loaded_and_values_still_round_trip(): void
     {
         if (!extension_loaded('igbinary')) {
