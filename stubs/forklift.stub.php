@@ -60,7 +60,8 @@ final class Process
     public function isRunning(): bool {}
 
     /**
-     * Waits for the job to end and returns how it ended. A second call returns the same result.
+     * Waits for the job to end and returns how it ended. A second call returns an equal result
+     * with the same value. While it waits, the channels of all other running jobs are read too.
      *
      * @throws ForkliftException when called from a process other than the one that forked the job
      */
