@@ -35,6 +35,7 @@ unsafe extern "C" fn accept_ini_change(
 
 pub fn startup(_ty: i32, module_number: i32) -> i32 {
     IniEntryDef::register(INI.as_slice(), module_number);
+    php::timeout::install_interrupt_hook();
     match php::exceptions::register() {
         Ok(()) => 0,
         Err(_) => 1,
@@ -58,6 +59,7 @@ extern "C" fn module_shutdown(_ty: i32, _module: i32) -> i32 {
 #[php(startup = "startup")]
 pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
     let module = php::fork::register(module);
+    let module = php::timeout::register(module);
     module
         .error_observer(|| php::blackbox::Observer)
         .request_shutdown_function(request_shutdown)

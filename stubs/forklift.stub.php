@@ -17,12 +17,40 @@ namespace Forklift;
  * its own output: the parent's shutdown functions and destructors never run in it. Every PHP error it
  * raises reaches the parent as a {@see ErrorRecord}, as it happens.
  *
+ * Limits, as named arguments after the job's own (positional) arguments:
+ * - `timeout: 2.5`  wall clock, kept by the parent: at the deadline the job's whole process group
+ *                   gets SIGTERM, then SIGKILL after `grace:` (default 1.0 s); outcome "timeout".
+ *                   Kept while the parent is in a Forklift call (wait, wait_any, isRunning, fork).
+ * - `grace: 0.5`    seconds between SIGTERM and SIGKILL (needs `timeout:`).
+ * - `softTimeout: 2` in-process: throws {@see TimeoutException} inside the job, which may catch it,
+ *                   roll back and return; must be shorter than `timeout:`.
+ *
+ * ```php
+ * $p = Forklift\fork(fn (int $id) => $importer->run($id), 42, softTimeout: 25.0, timeout: 30.0);
+ * ```
+ *
  * @param callable $job   a Closure, a function name, [$object, 'method'] or an invokable object
- * @param mixed    ...$args passed to `$job`; copied into the child, not serialized
- * @throws InvalidArgumentException when `$job` is not callable or forklift.max_frame_size is too small
+ * @param mixed    ...$args passed to `$job` by position; copied into the child, not serialized
+ * @throws InvalidArgumentException when `$job` is not callable, a limit is wrong or unknown, or
+ *         forklift.max_frame_size is too small
  * @throws ForkException when fork() fails (process limit, memory)
  */
 function fork(mixed $job, mixed ...$args): Process {}
+
+/**
+ * Runs `$fn` and returns what it returns; once `$seconds` have passed, throws
+ * {@see TimeoutException} inside it at the next safe point (a loop iteration, a function call;
+ * `sleep()` and `usleep()` return early). Millisecond precision. Nests: an outer deadline holds even
+ * if inner code catches the exception (it is thrown again every 10 ms until the outer call ends).
+ * Uses a POSIX timer and SIGRTMIN+7 only while it runs; `pcntl_alarm()` and `pcntl_signal()`
+ * handlers keep working.
+ *
+ * @param float    $seconds more than 0
+ * @param callable $fn
+ * @throws TimeoutException when the deadline passes
+ * @throws InvalidArgumentException for a bad `$seconds` or a non-callable `$fn`
+ */
+function timeout(float $seconds, mixed $fn): mixed {}
 
 /**
  * Waits until one of `$processes` has finished and returns its key in the array (int or string),
@@ -82,7 +110,7 @@ final class JobResult
 {
     private function __construct() {}
 
-    /** One of "ok", "exception", "fatal", "exit", "signal". */
+    /** One of "ok", "exception", "fatal", "exit", "signal", "timeout". */
     public function outcome(): string {}
 
     /** Whether the job returned a value (outcome "ok"). */
@@ -133,6 +161,12 @@ final class JobResult
 
     /** The fatal error that ended the job, for outcome "fatal". */
     public function fatalError(): ?ErrorRecord {}
+
+    /**
+     * Whether a deadline ended the job: its `timeout:` (the parent stopped it; records written
+     * before are kept) or its `softTimeout:` (a TimeoutException it did not catch; see exception()).
+     */
+    public function timedOut(): bool {}
 
     /** The pid the job ran as. */
     public function pid(): int {}
@@ -217,6 +251,9 @@ class ForkException extends ForkliftException {}
 
 /** A job's channel broke (garbage, truncated or oversized frame, or a value that cannot be sent). */
 class ChannelException extends ForkliftException {}
+
+/** An in-process deadline passed: {@see timeout()} or a job's `softTimeout:`. */
+class TimeoutException extends ForkliftException {}
 
 /** Thrown by JobResult::valueOrThrow() for a job that failed. */
 final class JobFailedException extends ForkliftException

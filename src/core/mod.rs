@@ -7,4 +7,5 @@ pub mod outcome;
 pub mod process;
 pub mod record;
 pub mod sys;
+pub mod timer;
 pub mod wait;

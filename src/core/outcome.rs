@@ -8,6 +8,9 @@
 //! 5. its channel broke (garbage, truncated, oversized frame) → `Exception` (`Forklift\ChannelException`);
 //! 6. it sent a value and exited 0 → `Ok`;
 //! 7. anything else (it left without a word) → `Exit` with its exit code.
+//!
+//! Over all of these: a job the parent had to stop at its deadline, or whose in-process timeout
+//! threw `Forklift\TimeoutException` that it did not catch, is `Timeout` (see [`Report::time_out`]).
 
 use crate::core::error::Error;
 use crate::core::ipc::Message;
@@ -16,6 +19,8 @@ use crate::core::sys::ExitStatus;
 
 /// PHP class name used for records of a broken channel.
 pub const CHANNEL_EXCEPTION: &str = "Forklift\\ChannelException";
+/// PHP class name of the in-process timeout's exception.
+pub const TIMEOUT_EXCEPTION: &str = "Forklift\\TimeoutException";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -24,6 +29,7 @@ pub enum Outcome {
     Fatal,
     Exit,
     Signal,
+    Timeout,
 }
 
 impl Outcome {
@@ -34,6 +40,7 @@ impl Outcome {
             Outcome::Fatal => "fatal",
             Outcome::Exit => "exit",
             Outcome::Signal => "signal",
+            Outcome::Timeout => "timeout",
         }
     }
 }
@@ -61,6 +68,8 @@ pub struct Report {
     pub peak_memory: Option<u64>,
     /// Peak resident set size, bytes (from `wait4`).
     pub max_rss: u64,
+    /// For `Timeout` ended by the parent: the deadline in seconds, and whether SIGKILL was needed.
+    pub deadline: Option<(f64, bool)>,
 }
 
 impl Report {
@@ -154,7 +163,35 @@ impl Report {
             cpu_time: status.cpu.as_secs_f64(),
             peak_memory: stats.map(|s| s.0),
             max_rss: status.max_rss,
+            deadline: None,
         }
+        .soft_timeout_is_a_timeout()
+    }
+
+    /// An uncaught `Forklift\TimeoutException` (the in-process timeout) is a timeout.
+    fn soft_timeout_is_a_timeout(mut self) -> Report {
+        if self.outcome == Outcome::Exception
+            && self
+                .exception
+                .as_ref()
+                .is_some_and(|e| e.class == TIMEOUT_EXCEPTION)
+        {
+            self.outcome = Outcome::Timeout;
+        }
+        self
+    }
+
+    /// The parent stopped the job at its deadline of `seconds` (with SIGKILL too if `killed`).
+    /// Whatever the job was doing, its outcome is `Timeout`; its records are kept.
+    pub fn time_out(&mut self, seconds: f64, killed: bool) {
+        self.outcome = Outcome::Timeout;
+        self.value = None;
+        self.fatal = None;
+        self.deadline = Some((seconds, killed));
+    }
+
+    pub fn timed_out(&self) -> bool {
+        self.outcome == Outcome::Timeout
     }
 
     pub fn ok(&self) -> bool {
@@ -203,6 +240,18 @@ impl Report {
                     .expect("exception outcome has a record");
                 format!("uncaught {}", e.summary())
             }
+            Outcome::Timeout => match (self.deadline, &self.exception) {
+                (Some((seconds, killed)), _) => format!(
+                    "timed out after {seconds} s: stopped with SIGTERM{}",
+                    if killed {
+                        ", then SIGKILL after the grace period"
+                    } else {
+                        ""
+                    }
+                ),
+                (None, Some(e)) => format!("timed out: {}", e.summary()),
+                (None, None) => "timed out".into(),
+            },
         }
     }
 }
@@ -295,6 +344,28 @@ mod tests {
         let r = Report::decide(1, vec![Message::Exit(3)], None, exited(3), 0, 10);
         assert_eq!(r.outcome, Outcome::Exit);
         assert_eq!(r.exit_code, Some(3));
+    }
+
+    #[test]
+    fn a_deadline_the_parent_enforced_wins_over_the_signal_it_sent() {
+        let mut r = Report::decide(1, vec![warning()], None, killed(15), 0, 10);
+        r.time_out(2.5, false);
+        assert_eq!(r.outcome, Outcome::Timeout);
+        assert!(r.timed_out());
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.cause(), "timed out after 2.5 s: stopped with SIGTERM");
+    }
+
+    #[test]
+    fn an_uncaught_timeout_exception_is_a_timeout() {
+        let e = ExceptionRecord {
+            class: TIMEOUT_EXCEPTION.into(),
+            message: "late".into(),
+            ..Default::default()
+        };
+        let r = Report::decide(1, vec![Message::Exception(e)], None, exited(255), 0, 10);
+        assert_eq!(r.outcome, Outcome::Timeout);
+        assert_eq!(r.exception.as_ref().unwrap().message, "late");
     }
 
     #[test]

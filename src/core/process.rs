@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -29,7 +30,15 @@ pub enum Forked {
 ///
 /// The caller must make sure no other thread is alive (DESIGN.md §3): the binding layer only calls
 /// this from PHP's main thread and Forklift starts no threads.
-pub fn fork_job(max_frame: usize) -> Result<Forked> {
+/// A wall-clock limit on a job, kept by the parent: at `timeout` after the fork its process group
+/// gets SIGTERM, and SIGKILL `grace` later if it is still there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadline {
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+pub fn fork_job(max_frame: usize, deadline: Option<Deadline>) -> Result<Forked> {
     let (parent_end, child_end) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -39,6 +48,7 @@ pub fn fork_job(max_frame: usize) -> Result<Forked> {
     .map_err(|e| Error::sys("socketpair", e))?;
     let parent = getpid();
     let started_ns = sys::monotonic_ns();
+    let started = Instant::now();
     // SAFETY: Forklift keeps no thread but the main one (see above), so the child holds no lock
     // that another thread owned; the child only runs PHP and ends with _exit.
     match unsafe { fork() }.map_err(Error::Fork)? {
@@ -59,10 +69,14 @@ pub fn fork_job(max_frame: usize) -> Result<Forked> {
             // Without a pidfd (old kernel, or the child is already gone) the exit is found by waitid.
             let pidfd = sys::pidfd_open(child).ok().flatten();
             let mut inbox = Inbox {
+                pid: child,
                 fd: Some(parent_end),
                 decoder: FrameDecoder::new(max_frame),
                 messages: Vec::new(),
                 error: None,
+                deadline: deadline.map(|d| (started + d.timeout, d)),
+                term_sent: None,
+                kill_sent: false,
             };
             if let Some(fd) = &inbox.fd {
                 if let Err(e) = nix::fcntl::fcntl(
@@ -114,15 +128,53 @@ impl ChildEnd {
 /// the parent from its other jobs and deadlines.
 const READ_BUDGET: usize = 1 << 20;
 
-/// The parent's end of a job's channel and what has been read from it.
+/// What the parent keeps of a running job between calls: the end of its channel and what has been
+/// read from it, and its deadline (timeout → SIGTERM, grace → SIGKILL, both to its group).
 pub(crate) struct Inbox {
+    pid: Pid,
     fd: Option<OwnedFd>,
     decoder: FrameDecoder,
     messages: Vec<Message>,
     error: Option<Error>,
+    /// When to send SIGTERM, and the limits that set it; `None` once reaped.
+    deadline: Option<(Instant, Deadline)>,
+    term_sent: Option<Instant>,
+    kill_sent: bool,
 }
 
 impl Inbox {
+    /// The next instant at which `enforce` has something to do.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let (term_at, limits) = self.deadline?;
+        match (self.term_sent, self.kill_sent) {
+            (_, true) => None,
+            (Some(sent), false) => Some(sent + limits.grace),
+            (None, false) => Some(term_at),
+        }
+    }
+
+    /// Sends what is due at `now`: SIGTERM at the deadline, SIGKILL after the grace period.
+    pub(crate) fn enforce(&mut self, now: Instant) {
+        let Some(due) = self.next_deadline() else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        // Until finish() reaps the child (and clears `deadline`), its pid and group are ours.
+        if self.term_sent.is_none() {
+            self.term_sent = Some(now);
+            let _ = killpg(self.pid, Signal::SIGTERM);
+            if self.deadline.is_some_and(|(_, l)| l.grace.is_zero()) {
+                self.kill_sent = true;
+                let _ = killpg(self.pid, Signal::SIGKILL);
+            }
+        } else {
+            self.kill_sent = true;
+            let _ = killpg(self.pid, Signal::SIGKILL);
+        }
+    }
+
     pub(crate) fn fd(&self) -> Option<RawFd> {
         self.fd.as_ref().map(|f| f.as_raw_fd())
     }
@@ -176,11 +228,16 @@ thread_local! {
     static INBOXES: RefCell<Vec<Weak<RefCell<Inbox>>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Every open channel of this process's jobs, running or detached.
+/// Every job of this process with an open channel or a deadline to keep, running or detached.
 pub(crate) fn open_inboxes() -> Vec<Rc<RefCell<Inbox>>> {
     INBOXES.with(|all| {
         let mut all = all.borrow_mut();
-        all.retain(|w| w.upgrade().is_some_and(|i| i.borrow().fd.is_some()));
+        all.retain(|w| {
+            w.upgrade().is_some_and(|i| {
+                let i = i.borrow();
+                i.fd.is_some() || i.deadline.is_some()
+            })
+        });
         all.iter().filter_map(Weak::upgrade).collect()
     })
 }
@@ -292,14 +349,23 @@ impl Job {
                 sys::ExitStatus::unknown()
             });
             let messages = std::mem::take(&mut inbox.messages);
-            self.report = Some(Report::decide(
+            let timed_out = inbox
+                .term_sent
+                .and(inbox.deadline)
+                .map(|(_, limits)| limits);
+            inbox.deadline = None;
+            let mut report = Report::decide(
                 self.pid.as_raw(),
                 messages,
                 inbox.error.as_ref(),
                 status,
                 self.started_ns,
                 observed,
-            ));
+            );
+            if let Some(limits) = timed_out {
+                report.time_out(limits.timeout.as_secs_f64(), inbox.kill_sent);
+            }
+            self.report = Some(report);
             drop(inbox);
             self.pidfd = None;
         }

@@ -41,13 +41,19 @@ pub fn wait_first(jobs: &mut [&mut Job], deadline: Option<Instant>) -> Result<Op
         }
         let blind = jobs.iter().any(|j| !j.has_pidfd());
         let tick = blind.then(|| Instant::now() + NO_PIDFD_TICK);
-        let poll_deadline = match (deadline, tick) {
-            (Some(d), Some(t)) => Some(d.min(t)),
-            (d, t) => d.or(t),
-        };
+        // Wake for the caller's deadline, the no-pidfd tick, and every job's timeout or grace end.
+        let poll_deadline = [deadline, tick]
+            .into_iter()
+            .chain(inboxes.iter().map(|i| i.borrow().next_deadline()))
+            .flatten()
+            .min();
         sys::poll_readable(&fds, poll_deadline, &mut ready).map_err(|e| Error::sys("poll", e))?;
         for (inbox, _) in inboxes.iter().zip(&ready[..channels]).filter(|(_, r)| **r) {
             inbox.borrow_mut().pump();
+        }
+        let now = Instant::now();
+        for inbox in &inboxes {
+            inbox.borrow_mut().enforce(now);
         }
         let mut exited = ready[channels..]
             .iter()
@@ -86,8 +92,17 @@ pub fn detach(job: Job) {
     DETACHED.with(|d| d.borrow_mut().push(job));
 }
 
+/// Keeps the deadlines that are due now, of every job of this process. Never blocks.
+pub fn enforce_deadlines() {
+    let now = Instant::now();
+    for inbox in open_inboxes() {
+        inbox.borrow_mut().enforce(now);
+    }
+}
+
 /// Reaps the detached jobs that have exited; reads the channels of the others. Never blocks.
 pub fn reap_detached() {
+    enforce_deadlines();
     DETACHED.with(|d| {
         let mut d = d.borrow_mut();
         d.retain_mut(|job| {

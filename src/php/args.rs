@@ -60,6 +60,28 @@ pub fn optional_callable<'a>(
     }
 }
 
+/// A number of seconds given as a PHP value (int or float), for named options.
+pub fn number(v: &Zval, what: &str) -> Result<f64, PhpException> {
+    match v.get_type() {
+        DataType::Long => Ok(v.long().unwrap_or(0) as f64),
+        DataType::Double => Ok(v.double().unwrap_or(0.0)),
+        _ => Err(invalid(format!(
+            "{what} must be a number of seconds (e.g. 2.5), {} given",
+            describe(v)
+        ))),
+    }
+}
+
+/// A deadline in seconds: finite and more than 0.
+pub fn positive_seconds(v: f64, what: &str) -> Result<f64, PhpException> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(invalid(format!(
+            "{what} must be a finite number of seconds, more than 0 (e.g. 2.5), {v} given"
+        )));
+    }
+    Ok(v)
+}
+
 /// A duration in seconds: finite and not negative.
 pub fn seconds(v: f64, what: &str) -> Result<f64, PhpException> {
     if v.is_nan() || v.is_infinite() || v < 0.0 {

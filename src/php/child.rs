@@ -12,7 +12,7 @@ use crate::core::process::ChildEnd;
 use crate::core::record::{Code, ExceptionRecord};
 use crate::core::{sys, wait};
 use crate::php::records::read_exception;
-use crate::php::{blackbox, hooks, values, zend};
+use crate::php::{blackbox, hooks, timeout, values, zend};
 
 /// Exit code of a job child whose job threw or died of a fatal error (as PHP's CLI uses).
 const EXIT_FAILURE: i32 = 255;
@@ -29,13 +29,22 @@ enum Ending {
 }
 
 /// Runs `job(...args)` in the freshly forked child and never returns.
-pub fn run(end: ChildEnd, job: &Zval, args: &[Zval], max_frame: usize) -> ! {
+pub fn run(
+    end: ChildEnd,
+    job: &Zval,
+    args: &[Zval],
+    max_frame: usize,
+    soft_timeout: Option<f64>,
+) -> ! {
     wait::forget_inherited();
+    timeout::forget_inherited();
     blackbox::attach_child(end, max_frame);
     // Output the parent had buffered is the parent's to print, not ours.
     zend::discard_output();
 
-    let ending = match try_catch(std::panic::AssertUnwindSafe(|| call_job(job, args))) {
+    let ending = match try_catch(std::panic::AssertUnwindSafe(|| {
+        call_job(job, args, soft_timeout)
+    })) {
         Ok(ending) => ending,
         Err(CatchError::Bailout) => Ending::Fatal,
         Err(e) => Ending::Internal(format!("{e}")),
@@ -56,7 +65,7 @@ pub fn run(end: ChildEnd, job: &Zval, args: &[Zval], max_frame: usize) -> ! {
     sys::exit_now(code)
 }
 
-fn call_job(job: &Zval, args: &[Zval]) -> Ending {
+fn call_job(job: &Zval, args: &[Zval], soft_timeout: Option<f64>) -> Ending {
     if hooks::run_child().is_err() {
         return classify_failure();
     }
@@ -64,7 +73,16 @@ fn call_job(job: &Zval, args: &[Zval]) -> Ending {
         return Ending::Internal("the job is no longer callable".into());
     };
     let params: Vec<&dyn IntoZvalDyn> = args.iter().map(|z| z as &dyn IntoZvalDyn).collect();
-    match callable.try_call(params) {
+    let result = match soft_timeout {
+        None => callable.try_call(params),
+        Some(seconds) => match timeout::run(seconds, "the job (softTimeout)", || {
+            callable.try_call(params)
+        }) {
+            Ok(r) => r,
+            Err(e) => return Ending::Internal(format!("{e:?}")),
+        },
+    };
+    match result {
         Ok(v) => Ending::Returned(v),
         Err(_) => classify_failure(),
     }

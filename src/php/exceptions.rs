@@ -6,6 +6,7 @@
 //!    ├─ Forklift\InvalidArgumentException   a wrong argument; the message says what to pass
 //!    ├─ Forklift\ForkException              fork() failed (process limit, memory)
 //!    ├─ Forklift\ChannelException           a job's channel broke (names records of that cause)
+//!    ├─ Forklift\TimeoutException           an in-process deadline passed (Forklift\timeout, softTimeout)
 //!    └─ Forklift\JobFailedException         valueOrThrow() on a failed job; getResult()
 //! ```
 //! The classes are built with `ClassBuilder` (not `#[php_class]`) so they keep Exception's own
@@ -26,6 +27,7 @@ static FORKLIFT: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static INVALID_ARGUMENT: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static FORK: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static CHANNEL: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
+static TIMEOUT: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static JOB_FAILED: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 
 fn ce(slot: &AtomicPtr<ClassEntry>) -> &'static ClassEntry {
@@ -45,6 +47,9 @@ fn fork_ce() -> &'static ClassEntry {
 }
 fn channel_ce() -> &'static ClassEntry {
     ce(&CHANNEL)
+}
+pub fn timeout_ce() -> &'static ClassEntry {
+    ce(&TIMEOUT)
 }
 fn job_failed_ce() -> &'static ClassEntry {
     ce(&JOB_FAILED)
@@ -72,6 +77,9 @@ pub fn register() -> ext_php_rs::error::Result<()> {
     })?;
     sub("Forklift\\ChannelException", |ce, _| {
         CHANNEL.store(ce, Ordering::Release)
+    })?;
+    sub("Forklift\\TimeoutException", |ce, _| {
+        TIMEOUT.store(ce, Ordering::Release)
     })?;
     ClassBuilder::new("Forklift\\JobFailedException")
         .extends((forklift_ce, "\\Forklift\\ForkliftException"))

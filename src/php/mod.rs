@@ -9,5 +9,6 @@ pub mod fork;
 pub mod hooks;
 pub mod records;
 pub mod result;
+pub mod timeout;
 pub mod values;
 pub mod zend;

@@ -49,7 +49,7 @@ impl JobResult {
 
 #[php_impl]
 impl JobResult {
-    /// `"ok"`, `"exception"`, `"fatal"`, `"exit"` or `"signal"`.
+    /// `"ok"`, `"exception"`, `"fatal"`, `"exit"`, `"signal"` or `"timeout"`.
     pub fn outcome(&self) -> &'static str {
         self.report.outcome.as_str()
     }
@@ -131,6 +131,11 @@ impl JobResult {
             .fatal
             .as_ref()
             .map(|e| ErrorRecord { inner: e.clone() })
+    }
+    /// Whether a deadline ended the job: its `timeout:` (the parent stopped it) or its
+    /// `softTimeout:` (a `Forklift\TimeoutException` it did not catch).
+    pub fn timed_out(&self) -> bool {
+        self.report.timed_out()
     }
     /// The pid the job ran as.
     pub fn pid(&self) -> i64 {

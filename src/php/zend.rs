@@ -201,3 +201,27 @@ pub fn ini_string(name: &str) -> Option<String> {
         .cloned()
         .flatten()
 }
+
+/// `ZEND_CALL_HAS_EXTRA_NAMED_PARAMS` (Zend/zend_compile.h).
+const CALL_HAS_EXTRA_NAMED_PARAMS: u32 = 1 << 27;
+
+/// Named arguments of the running internal function call that matched no parameter (the engine
+/// collects them for a variadic function), in the order given.
+pub fn extra_named_args() -> Vec<(String, Zval)> {
+    let ex = globals().current_execute_data;
+    let mut out = Vec::new();
+    // SAFETY: during an internal function's handler EG(current_execute_data) is that call's
+    // frame; `extra_named_params` is valid exactly when the call-info flag says so.
+    unsafe {
+        if ex.is_null() || (*ex).This.u1.type_info & CALL_HAS_EXTRA_NAMED_PARAMS == 0 {
+            return out;
+        }
+        let table = (*ex).extra_named_params as *const ext_php_rs::types::ZendHashTable;
+        if let Some(table) = table.as_ref() {
+            for (key, value) in table.iter() {
+                out.push((key.to_string(), value.shallow_clone()));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,181 @@
+//! In-process timeouts: `Forklift\timeout()` and a job's `softTimeout:`.
+//!
+//! A POSIX timer raises SIGRTMIN+7 at the earliest open deadline; the handler only sets two flags,
+//! one of them the engine's `vm_interrupt`. At the next safe point the engine calls
+//! `zend_interrupt_function`, where Forklift (after whatever hook was there before, e.g. pcntl's
+//! async signals) throws `Forklift\TimeoutException` for the outermost scope whose deadline has
+//! passed. The handler is installed without SA_RESTART, so `sleep()`/`usleep()` return early.
+//! While an expired scope is still open (its code caught the exception and went on), the
+//! exception is thrown again every [`REFIRE`]: an outer deadline holds whatever inner code does.
+//! The timer and the signal handler exist only while at least one scope is open.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ext_php_rs::exception::PhpException;
+use ext_php_rs::ffi;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::Zval;
+
+use crate::core::timer::SignalTimer;
+use crate::php::args;
+use crate::php::exceptions::{from_core, timeout_ce};
+
+/// Adds `Forklift\timeout` to the extension.
+pub fn register(module: ModuleBuilder) -> ModuleBuilder {
+    module.function(wrap_function!(timeout))
+}
+
+/// Runs `$fn` and returns what it returns; throws `Forklift\TimeoutException` inside it once
+/// `$seconds` have passed.
+#[php_function]
+#[php(name = "Forklift\\timeout")]
+pub fn timeout(seconds: f64, r#fn: &Zval) -> PhpResult<Zval> {
+    let seconds = args::positive_seconds(seconds, "Forklift\\timeout(): argument #1 ($seconds)")?;
+    let callable = args::callable(r#fn, "Forklift\\timeout(): argument #2 ($fn)")?;
+    match run(seconds, "Forklift\\timeout(): the callable", || {
+        callable.try_call(vec![])
+    })? {
+        Ok(value) => Ok(value),
+        // The callable's exception (a TimeoutException or its own) is pending and wins.
+        Err(_) => Err(PhpException::from("the callable threw")),
+    }
+}
+
+/// How soon an expired scope that is still open throws again.
+const REFIRE: Duration = Duration::from_millis(10);
+
+struct Scope {
+    deadline: Instant,
+    seconds: f64,
+    what: &'static str,
+    fired: bool,
+}
+
+thread_local! {
+    static SCOPES: RefCell<Vec<Scope>> = const { RefCell::new(Vec::new()) };
+    static TIMER: RefCell<Option<SignalTimer>> = const { RefCell::new(None) };
+}
+
+/// Set by the signal handler, taken by the interrupt hook.
+static FIRED: AtomicBool = AtomicBool::new(false);
+
+/// The signal the in-process timer raises.
+pub fn timer_signal() -> i32 {
+    libc::SIGRTMIN() + 7
+}
+
+extern "C" fn on_timer_signal(_: libc::c_int) {
+    FIRED.store(true, Ordering::SeqCst);
+    // SAFETY: EG(vm_interrupt) is a bool the engine reads as an atomic; storing through an
+    // AtomicBool is async-signal-safe and is what PHP's own timeout signal handler does.
+    unsafe {
+        let eg = ffi::ext_php_rs_executor_globals();
+        AtomicBool::from_ptr(std::ptr::addr_of_mut!((*eg).vm_interrupt.value))
+            .store(true, Ordering::SeqCst);
+    }
+}
+
+static mut PREVIOUS_HOOK: Option<unsafe extern "C" fn(*mut ffi::zend_execute_data)> = None;
+
+/// Chains Forklift's interrupt hook in front of the engine's (MINIT).
+pub fn install_interrupt_hook() {
+    // SAFETY: MINIT runs once, on the main thread, before any PHP code; the globals are the
+    // engine's documented extension points.
+    unsafe {
+        PREVIOUS_HOOK = ffi::zend_interrupt_function;
+        ffi::zend_interrupt_function = Some(interrupt);
+    }
+}
+
+unsafe extern "C" fn interrupt(execute_data: *mut ffi::zend_execute_data) {
+    // SAFETY: set once at MINIT; calling the hook that was there before, as the engine would.
+    if let Some(previous) = unsafe { PREVIOUS_HOOK } {
+        unsafe { previous(execute_data) };
+    }
+    if FIRED.swap(false, Ordering::SeqCst) {
+        ext_php_rs::zend::run_handler(std::panic::AssertUnwindSafe(on_deadline));
+    }
+}
+
+/// At a safe point after the timer fired: throw for the outermost expired scope, re-arm.
+fn on_deadline() {
+    let now = Instant::now();
+    let expired = SCOPES.with(|s| {
+        let mut s = s.borrow_mut();
+        s.iter_mut().find(|x| x.deadline <= now).map(|x| {
+            x.fired = true;
+            format!("{} ran past its deadline of {} s", x.what, x.seconds)
+        })
+    });
+    if let Some(message) = expired {
+        if !ext_php_rs::zend::ExecutorGlobals::has_exception() {
+            let _ = ext_php_rs::exception::throw(timeout_ce(), &message);
+        }
+    }
+    rearm();
+}
+
+/// Arms the timer for the next thing to do: the earliest unexpired deadline, or a re-fire for a
+/// scope that expired and is still open.
+fn rearm() {
+    let next = SCOPES.with(|s| {
+        s.borrow()
+            .iter()
+            .map(|x| {
+                if x.fired {
+                    Instant::now() + REFIRE
+                } else {
+                    x.deadline
+                }
+            })
+            .min()
+    });
+    if let Some(at) = next {
+        TIMER.with(|t| {
+            if let Some(timer) = t.borrow().as_ref() {
+                let _ = timer.arm_at(at);
+            }
+        });
+    }
+}
+
+/// Runs `f` under a deadline of `seconds`; `what` names it in the exception's message. The
+/// exception, if any, is left pending for the caller; `f`'s result is returned either way.
+pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result<R, PhpException> {
+    let deadline = Instant::now()
+        .checked_add(Duration::from_secs_f64(seconds))
+        .ok_or_else(|| PhpException::from("deadline out of range"))?;
+    let first = SCOPES.with(|s| s.borrow().is_empty());
+    if first {
+        let timer = SignalTimer::new(timer_signal(), on_timer_signal).map_err(from_core)?;
+        TIMER.with(|t| *t.borrow_mut() = Some(timer));
+    }
+    SCOPES.with(|s| {
+        s.borrow_mut().push(Scope {
+            deadline,
+            seconds,
+            what,
+            fired: false,
+        })
+    });
+    rearm();
+    let result = f();
+    SCOPES.with(|s| s.borrow_mut().pop());
+    if SCOPES.with(|s| s.borrow().is_empty()) {
+        // No scope left: no timer, no handler, no stale flag.
+        TIMER.with(|t| t.borrow_mut().take());
+        FIRED.store(false, Ordering::SeqCst);
+    } else {
+        rearm();
+    }
+    Ok(result)
+}
+
+/// In a new job child: the parent's scopes are not ours (and fork did not copy its timer).
+pub fn forget_inherited() {
+    SCOPES.with(|s| s.borrow_mut().clear());
+    TIMER.with(|t| t.borrow_mut().take());
+    FIRED.store(false, Ordering::SeqCst);
+}
