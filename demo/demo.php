@@ -1,7 +1,7 @@
 <?php
 
 /**
- * `make demo`: four jobs forked at once, each ending a different way, and what the parent learns
+ * `make demo`: six jobs forked at once, each ending a different way, and what the parent learns
  * about each. Nothing here catches errors by hand: the blackbox brings them back.
  */
 
@@ -31,12 +31,18 @@ $jobs = [
         return $config['currency'] ?? 'EUR'; // PHP stays quiet here: ?? is not an error
     }),
     'dies of a fatal error' => fork(function (): void {
+        trigger_error('ledger out of balance, refusing to post', E_USER_ERROR);
+    }),
+    'runs out of memory' => fork(function (): void {
         ini_set('memory_limit', '32M');
         $rows = [];
         while (true) {
             $rows[] = str_repeat('row', 10_000);
         }
     }),
+    'hangs, timed out' => fork(function (): void {
+        sleep(60); // a stuck API call
+    }, timeout: 0.5),
     'killed by a signal' => fork(function (): void {
         trigger_error('starting a long import', E_USER_NOTICE);
         posix_kill(getmypid(), SIGKILL);

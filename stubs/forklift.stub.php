@@ -110,7 +110,7 @@ final class JobResult
 {
     private function __construct() {}
 
-    /** One of "ok", "exception", "fatal", "exit", "signal", "timeout". */
+    /** One of "ok", "exception", "fatal", "exit", "signal", "timeout", "oom". */
     public function outcome(): string {}
 
     /** Whether the job returned a value (outcome "ok"). */

@@ -26,6 +26,17 @@ pub enum Message {
     Fatal,
     /// Last words of a child that ends on its own: peak PHP memory and when it finished.
     Stats { peak_memory: u64, finished_ns: u64 },
+    /// Pool, parent → worker: run this task (serialized payload).
+    Task { id: u64, format: u8, bytes: Vec<u8> },
+    /// Pool, parent → worker: leave after the current task.
+    Stop,
+    /// Pool, worker → parent: started and set up (onWorkerStart done), waiting for tasks.
+    Ready,
+    /// Pool, worker → parent: task `id` begins; what follows, up to `TaskEnd`, is its.
+    Begin { id: u64 },
+    /// Pool, worker → parent: task `id` is done and the worker lives on; its CPU time and the
+    /// worker's resident memory after it.
+    TaskEnd { id: u64, cpu_ns: u64, rss: u64 },
 }
 
 const KIND_ERROR: u8 = 1;
@@ -34,6 +45,11 @@ const KIND_EXCEPTION: u8 = 3;
 const KIND_EXIT: u8 = 4;
 const KIND_FATAL: u8 = 5;
 const KIND_STATS: u8 = 6;
+const KIND_TASK: u8 = 7;
+const KIND_STOP: u8 = 8;
+const KIND_READY: u8 = 9;
+const KIND_BEGIN: u8 = 10;
+const KIND_TASK_END: u8 = 11;
 
 impl Message {
     /// The whole frame, header included.
@@ -66,6 +82,24 @@ impl Message {
                 w.u8(KIND_STATS);
                 w.u64(*peak_memory);
                 w.u64(*finished_ns);
+            }
+            Message::Task { id, format, bytes } => {
+                w.u8(KIND_TASK);
+                w.u64(*id);
+                w.u8(*format);
+                w.0.extend_from_slice(bytes);
+            }
+            Message::Stop => w.u8(KIND_STOP),
+            Message::Ready => w.u8(KIND_READY),
+            Message::Begin { id } => {
+                w.u8(KIND_BEGIN);
+                w.u64(*id);
+            }
+            Message::TaskEnd { id, cpu_ns, rss } => {
+                w.u8(KIND_TASK_END);
+                w.u64(*id);
+                w.u64(*cpu_ns);
+                w.u64(*rss);
             }
         }
         let len = (w.0.len() - HEADER) as u32;
@@ -137,6 +171,19 @@ impl Message {
             KIND_STATS => Message::Stats {
                 peak_memory: r.u64()?,
                 finished_ns: r.u64()?,
+            },
+            KIND_TASK => Message::Task {
+                id: r.u64()?,
+                format: r.u8()?,
+                bytes: r.rest().to_vec(),
+            },
+            KIND_STOP => Message::Stop,
+            KIND_READY => Message::Ready,
+            KIND_BEGIN => Message::Begin { id: r.u64()? },
+            KIND_TASK_END => Message::TaskEnd {
+                id: r.u64()?,
+                cpu_ns: r.u64()?,
+                rss: r.u64()?,
             },
             other => return Err(Error::Channel(format!("unknown frame kind {other}"))),
         };
@@ -356,6 +403,19 @@ mod tests {
             Message::Stats {
                 peak_memory: 2 << 20,
                 finished_ns: 123_456_789,
+            },
+            Message::Task {
+                id: 7,
+                format: 1,
+                bytes: b"payload".to_vec(),
+            },
+            Message::Stop,
+            Message::Ready,
+            Message::Begin { id: 7 },
+            Message::TaskEnd {
+                id: 7,
+                cpu_ns: 5,
+                rss: 6,
             },
         ]
     }

@@ -19,6 +19,9 @@ use crate::core::sys::ExitStatus;
 
 /// PHP class name used for records of a broken channel.
 pub const CHANNEL_EXCEPTION: &str = "Forklift\\ChannelException";
+/// How PHP's fatal error for memory exhaustion begins.
+const OOM_MESSAGE: &str = "Allowed memory size of ";
+
 /// PHP class name of the in-process timeout's exception.
 pub const TIMEOUT_EXCEPTION: &str = "Forklift\\TimeoutException";
 
@@ -30,6 +33,8 @@ pub enum Outcome {
     Exit,
     Signal,
     Timeout,
+    /// A fatal "Allowed memory size exhausted": the job went over its memory limit.
+    Oom,
 }
 
 impl Outcome {
@@ -41,6 +46,7 @@ impl Outcome {
             Outcome::Exit => "exit",
             Outcome::Signal => "signal",
             Outcome::Timeout => "timeout",
+            Outcome::Oom => "oom",
         }
     }
 }
@@ -99,6 +105,12 @@ impl Report {
                     peak_memory,
                     finished_ns,
                 } => stats = Some((peak_memory, finished_ns)),
+                // Pool bookkeeping: tasks are cut out of the stream before it gets here.
+                Message::Task { .. }
+                | Message::Stop
+                | Message::Ready
+                | Message::Begin { .. }
+                | Message::TaskEnd { .. } => {}
             }
         }
         let fatal = fatal_seen.then(|| {
@@ -115,6 +127,11 @@ impl Report {
         });
         let outcome = if status.signal.is_some() {
             Outcome::Signal
+        } else if fatal
+            .as_ref()
+            .is_some_and(|f| f.message.starts_with(OOM_MESSAGE))
+        {
+            Outcome::Oom
         } else if fatal.is_some() {
             Outcome::Fatal
         } else if exit_call.is_some() {
@@ -151,7 +168,7 @@ impl Report {
                 None
             },
             errors,
-            fatal: if outcome == Outcome::Fatal {
+            fatal: if matches!(outcome, Outcome::Fatal | Outcome::Oom) {
                 fatal
             } else {
                 None
@@ -239,6 +256,19 @@ impl Report {
                     .as_ref()
                     .expect("exception outcome has a record");
                 format!("uncaught {}", e.summary())
+            }
+            Outcome::Oom => {
+                let f = self.fatal.as_ref().expect("oom outcome has a record");
+                let limit = f.message[OOM_MESSAGE.len()..]
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .map(|b| format!(" of {} MB", b / (1 << 20)))
+                    .unwrap_or_default();
+                format!(
+                    "out of memory: exceeded the memory limit{limit} ({} in {}:{})",
+                    f.message, f.file, f.line
+                )
             }
             Outcome::Timeout => match (self.deadline, &self.exception) {
                 (Some((seconds, killed)), _) => format!(
@@ -335,8 +365,20 @@ mod tests {
             0,
             10,
         );
+        assert_eq!(r.outcome, Outcome::Oom);
+        assert!(
+            r.cause()
+                .starts_with("out of memory: exceeded the memory limit of 0 MB"),
+            "{}",
+            r.cause()
+        );
+        let plain = Message::Error(ErrorRecord {
+            level: E_ERROR,
+            message: "Call to undefined".into(),
+            ..Default::default()
+        });
+        let r = Report::decide(1, vec![plain, Message::Fatal], None, exited(255), 0, 10);
         assert_eq!(r.outcome, Outcome::Fatal);
-        assert!(r.cause().contains("Allowed memory size"), "{}", r.cause());
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl JobResult {
 
 #[php_impl]
 impl JobResult {
-    /// `"ok"`, `"exception"`, `"fatal"`, `"exit"`, `"signal"` or `"timeout"`.
+    /// `"ok"`, `"exception"`, `"fatal"`, `"exit"`, `"signal"`, `"timeout"` or `"oom"`.
     pub fn outcome(&self) -> &'static str {
         self.report.outcome.as_str()
     }

@@ -130,7 +130,7 @@ final class ForkTest extends TestCase
         $this->assertStringContainsString('fatal error: the ledger does not balance', $r->cause());
     }
 
-    public function test_memory_exhaustion_is_a_fatal_error_with_its_message(): void
+    public function test_memory_exhaustion_is_outcome_oom_with_the_limit_and_the_fatal_record(): void
     {
         $r = fork(function () {
             ini_set('memory_limit', '16M');
@@ -139,7 +139,8 @@ final class ForkTest extends TestCase
                 $hog[] = str_repeat('x', 100000);
             }
         })->wait();
-        $this->assertSame('fatal', $r->outcome());
+        $this->assertSame('oom', $r->outcome());
+        $this->assertStringStartsWith('out of memory: exceeded the memory limit of 16 MB', $r->cause());
         $this->assertStringContainsString('Allowed memory size of 16777216 bytes exhausted', $r->fatalError()->message());
         $this->assertSame(E_ERROR, $r->fatalError()->level());
         $this->assertNotEmpty($r->fatalError()->trace());
