@@ -4,6 +4,7 @@
 pub mod error;
 pub mod ipc;
 pub mod outcome;
+pub mod pool;
 pub mod process;
 pub mod record;
 pub mod sys;

@@ -247,6 +247,51 @@ pub(crate) fn forget_inboxes() {
     INBOXES.with(|all| all.borrow_mut().clear());
 }
 
+/// A reaped child, before its outcome is decided.
+pub(crate) struct Reaped {
+    pub messages: Vec<Message>,
+    pub channel_error: Option<Error>,
+    pub status: sys::ExitStatus,
+    pub observed_ns: u64,
+    /// The job's own deadline (from `fork_job`) passed, and whether SIGKILL was needed.
+    pub timed_out: Option<(Deadline, bool)>,
+}
+
+/// A pool worker's reading side of its channel: blocks until the parent sends a message.
+pub struct Receiver {
+    fd: RawFd,
+    decoder: FrameDecoder,
+    ready: std::collections::VecDeque<Message>,
+}
+
+impl Receiver {
+    /// Reads from the child end's fd (which stays owned by its [`ChildEnd`]).
+    pub fn new(end: &ChildEnd, max_frame: usize) -> Receiver {
+        Receiver {
+            fd: end.raw_fd(),
+            decoder: FrameDecoder::new(max_frame),
+            ready: Default::default(),
+        }
+    }
+
+    /// The next message; `None` when the parent is gone or sent something unreadable.
+    pub fn next(&mut self) -> Option<Message> {
+        let mut buf = [0u8; 64 * 1024];
+        while self.ready.is_empty() {
+            let n = match nix::unistd::read(self.fd, &mut buf) {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+            };
+            let mut out = Vec::new();
+            self.decoder.push(&buf[..n], &mut out).ok()?;
+            self.ready.extend(out);
+        }
+        self.ready.pop_front()
+    }
+}
+
 /// The parent's handle on a job child.
 pub struct Job {
     pid: Pid,
@@ -292,6 +337,10 @@ impl Job {
         self.pidfd.as_ref().map(|f| f.as_raw_fd())
     }
 
+    pub(crate) fn channel_fd(&self) -> Option<RawFd> {
+        self.inbox.borrow().fd()
+    }
+
     pub(crate) fn has_pidfd(&self) -> bool {
         self.pidfd.is_some()
     }
@@ -328,48 +377,83 @@ impl Job {
     /// drain the channel, reap it and decide the outcome. Blocks only while reaping an exited child.
     pub(crate) fn finish(&mut self) -> Result<&Report> {
         if self.report.is_none() {
-            let observed = sys::monotonic_ns();
-            // Only while the zombie is still ours does its pid, and so its group id, stay ours:
-            // someone else's wait (pcntl_wait(-1), SIGCHLD ignored) frees it for reuse.
-            let status = match sys::peek_exit(self.pid) {
-                Err(nix::errno::Errno::ECHILD) => None,
-                _ => {
-                    let _ = killpg(self.pid, Signal::SIGKILL);
-                    sys::wait4(self.pid, true).map_err(|e| Error::sys("wait4", e))?
-                }
-            };
-            let mut inbox = self.inbox.borrow_mut();
-            inbox.drain();
-            let status = status.unwrap_or_else(|| {
-                inbox.fail(Error::Channel(
-                    "the child was reaped by someone else (pcntl_wait(-1), or SIGCHLD set to \
-                     SIG_IGN), so how it ended is unknown: leave Forklift's children to Forklift"
-                        .into(),
-                ));
-                sys::ExitStatus::unknown()
-            });
-            let messages = std::mem::take(&mut inbox.messages);
-            let timed_out = inbox
-                .term_sent
-                .and(inbox.deadline)
-                .map(|(_, limits)| limits);
-            inbox.deadline = None;
+            let raw = self.reap()?;
             let mut report = Report::decide(
                 self.pid.as_raw(),
-                messages,
-                inbox.error.as_ref(),
-                status,
+                raw.messages,
+                raw.channel_error.as_ref(),
+                raw.status,
                 self.started_ns,
-                observed,
+                raw.observed_ns,
             );
-            if let Some(limits) = timed_out {
-                report.time_out(limits.timeout.as_secs_f64(), inbox.kill_sent);
+            if let Some((limits, killed)) = raw.timed_out {
+                report.time_out(limits.timeout.as_secs_f64(), killed);
             }
             self.report = Some(report);
-            drop(inbox);
-            self.pidfd = None;
         }
         Ok(self.report.as_ref().unwrap())
+    }
+
+    /// Reaps an exited child without deciding an outcome (the pool decides per task): kills what
+    /// is left of its group, waits for it, drains its channel. Call once.
+    pub(crate) fn reap(&mut self) -> Result<Reaped> {
+        let observed_ns = sys::monotonic_ns();
+        // Only while the zombie is still ours does its pid, and so its group id, stay ours:
+        // someone else's wait (pcntl_wait(-1), SIGCHLD ignored) frees it for reuse.
+        let status = match sys::peek_exit(self.pid) {
+            Err(nix::errno::Errno::ECHILD) => None,
+            _ => {
+                let _ = killpg(self.pid, Signal::SIGKILL);
+                sys::wait4(self.pid, true).map_err(|e| Error::sys("wait4", e))?
+            }
+        };
+        let mut inbox = self.inbox.borrow_mut();
+        inbox.drain();
+        let status = status.unwrap_or_else(|| {
+            inbox.fail(Error::Channel(
+                "the child was reaped by someone else (pcntl_wait(-1), or SIGCHLD set to \
+                 SIG_IGN), so how it ended is unknown: leave Forklift's children to Forklift"
+                    .into(),
+            ));
+            sys::ExitStatus::unknown()
+        });
+        let timed_out = inbox
+            .term_sent
+            .and(inbox.deadline)
+            .map(|(_, limits)| (limits, inbox.kill_sent));
+        inbox.deadline = None;
+        drop(inbox);
+        self.pidfd = None;
+        let mut inbox = self.inbox.borrow_mut();
+        Ok(Reaped {
+            messages: std::mem::take(&mut inbox.messages),
+            channel_error: inbox.error.take(),
+            status,
+            observed_ns,
+            timed_out,
+        })
+    }
+
+    /// Everything the child has sent that was not taken yet (reads what is pending first).
+    pub(crate) fn take_messages(&mut self) -> Vec<Message> {
+        let mut inbox = self.inbox.borrow_mut();
+        inbox.pump();
+        std::mem::take(&mut inbox.messages)
+    }
+
+    /// Sends a message to the child (a pool worker waiting for it). Waits while the socket is full.
+    pub(crate) fn send(&self, msg: &Message) -> Result<()> {
+        let inbox = self.inbox.borrow();
+        let Some(fd) = inbox.fd() else {
+            return Err(Error::Channel("the worker's channel is closed".into()));
+        };
+        sys::send_waiting(fd, &msg.encode()).map_err(|e| Error::sys("send", e))
+    }
+
+    /// Sends `sig` to the child's whole process group. Only before `reap`/`finish`: until then
+    /// the pid, and so the group id, is ours.
+    pub(crate) fn signal_group(&self, sig: Signal) {
+        let _ = killpg(self.pid, sig);
     }
 
     /// Sends `signo` to the job child (not its group). False when it has already ended.

@@ -232,6 +232,25 @@ pub fn send_signal(pid: Pid, signo: i32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Writes all of `bytes` to a non-blocking socket, waiting in poll(2) while it is full.
+pub fn send_waiting(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match nix::sys::socket::send(fd, bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut p, 1, -1) } < 0 && Errno::last() != Errno::EINTR {
+                    return Err(Errno::last());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The `SIGxxx` name of a signal number (`SIGRTMIN+n` for real-time ones).
 pub fn signal_name(signo: i32) -> String {
     match nix::sys::signal::Signal::try_from(signo) {

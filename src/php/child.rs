@@ -20,12 +20,72 @@ const EXIT_FAILURE: i32 = 255;
 const EXIT_INTERNAL: i32 = 70;
 
 /// How the job's PHP code ended.
-enum Ending {
+pub(crate) enum Ending {
     Returned(Zval),
     Threw,
     Exited(i32),
     Fatal,
     Internal(String),
+}
+
+impl Ending {
+    /// Whether the process cannot go on after this (a pool worker must leave).
+    pub(crate) fn is_final(&self) -> bool {
+        matches!(self, Ending::Exited(_) | Ending::Fatal | Ending::Internal(_))
+    }
+}
+
+/// The first thing a new child does: forget the parent's jobs, deadlines and output buffers, and
+/// send its records to `end`.
+pub(crate) fn become_child(end: ChildEnd, max_frame: usize) {
+    wait::forget_inherited();
+    timeout::forget_inherited();
+    blackbox::attach_child(end, max_frame);
+    // Output the parent had buffered is the parent's to print, not ours.
+    zend::discard_output();
+}
+
+/// Calls `callable(...params)` under zend_try (and the soft timeout, if any): how it ended.
+pub(crate) fn call(callable: &Zval, params: &[&Zval], soft_timeout: Option<f64>) -> Ending {
+    let run = || {
+        let Ok(callable) = ext_php_rs::types::ZendCallable::new(callable) else {
+            return Ending::Internal("the callable is no longer callable".into());
+        };
+        let params: Vec<&dyn IntoZvalDyn> = params.iter().map(|z| *z as &dyn IntoZvalDyn).collect();
+        let result = match soft_timeout {
+            None => callable.try_call(params),
+            Some(seconds) => {
+                match timeout::run(seconds, "the job (softTimeout)", || callable.try_call(params)) {
+                    Ok(r) => r,
+                    Err(e) => return Ending::Internal(format!("{e:?}")),
+                }
+            }
+        };
+        match result {
+            Ok(v) => Ending::Returned(v),
+            Err(_) => classify_failure(),
+        }
+    };
+    match try_catch(std::panic::AssertUnwindSafe(run)) {
+        Ok(ending) => ending,
+        Err(CatchError::Bailout) => Ending::Fatal,
+        Err(e) => Ending::Internal(format!("{e}")),
+    }
+}
+
+/// Flushes the job's own output buffers, as PHP would at the end of a request.
+pub(crate) fn flush_output() {
+    if try_catch(zend::flush_output).is_err() {
+        blackbox::send(Message::Fatal);
+    }
+}
+
+/// Last words of a job (or task): peak memory and when it finished.
+pub(crate) fn send_stats() {
+    blackbox::send(Message::Stats {
+        peak_memory: zend::peak_memory(),
+        finished_ns: sys::monotonic_ns(),
+    });
 }
 
 /// Runs `job(...args)` in the freshly forked child and never returns.
@@ -36,60 +96,28 @@ pub fn run(
     max_frame: usize,
     soft_timeout: Option<f64>,
 ) -> ! {
-    wait::forget_inherited();
-    timeout::forget_inherited();
-    blackbox::attach_child(end, max_frame);
-    // Output the parent had buffered is the parent's to print, not ours.
-    zend::discard_output();
-
-    let ending = match try_catch(std::panic::AssertUnwindSafe(|| {
-        call_job(job, args, soft_timeout)
-    })) {
-        Ok(ending) => ending,
+    become_child(end, max_frame);
+    // A fatal error in a hook must not bail out into the parent's request shutdown either.
+    let ending = match try_catch(hooks::run_child) {
+        Ok(Ok(())) => {
+            let params: Vec<&Zval> = args.iter().collect();
+            call(job, &params, soft_timeout)
+        }
+        Ok(Err(())) => classify_failure(),
         Err(CatchError::Bailout) => Ending::Fatal,
         Err(e) => Ending::Internal(format!("{e}")),
     };
     let code = report(ending, max_frame);
     blackbox::report_unsent();
-
     // Jobs this job forked and let go of are run to their end, as a request end would.
     wait::settle_detached();
-    // The job's own output buffers, as PHP would flush them at the end of a request.
-    if try_catch(zend::flush_output).is_err() {
-        blackbox::send(Message::Fatal);
-    }
-    blackbox::send(Message::Stats {
-        peak_memory: zend::peak_memory(),
-        finished_ns: sys::monotonic_ns(),
-    });
+    flush_output();
+    send_stats();
     sys::exit_now(code)
 }
 
-fn call_job(job: &Zval, args: &[Zval], soft_timeout: Option<f64>) -> Ending {
-    if hooks::run_child().is_err() {
-        return classify_failure();
-    }
-    let Ok(callable) = ext_php_rs::types::ZendCallable::new(job) else {
-        return Ending::Internal("the job is no longer callable".into());
-    };
-    let params: Vec<&dyn IntoZvalDyn> = args.iter().map(|z| z as &dyn IntoZvalDyn).collect();
-    let result = match soft_timeout {
-        None => callable.try_call(params),
-        Some(seconds) => match timeout::run(seconds, "the job (softTimeout)", || {
-            callable.try_call(params)
-        }) {
-            Ok(r) => r,
-            Err(e) => return Ending::Internal(format!("{e:?}")),
-        },
-    };
-    match result {
-        Ok(v) => Ending::Returned(v),
-        Err(_) => classify_failure(),
-    }
-}
-
 /// After a failed call: an uncaught exception, `exit()`, or a fatal error that unwound like exit.
-fn classify_failure() -> Ending {
+pub(crate) fn classify_failure() -> Ending {
     if zend::pending_is_exit() {
         let status = zend::exit_status();
         // Drop the unwinding marker so that flushing output afterwards runs normally.
@@ -107,7 +135,7 @@ fn classify_failure() -> Ending {
 }
 
 /// Sends the job's ending to the parent; returns the child's exit code.
-fn report(ending: Ending, max_frame: usize) -> i32 {
+pub(crate) fn report(ending: Ending, max_frame: usize) -> i32 {
     match ending {
         Ending::Returned(value) => match values::serialize(&value) {
             Ok((format, bytes)) if Message::value_frame_len(bytes.len()) <= max_frame => {
@@ -159,7 +187,7 @@ fn report(ending: Ending, max_frame: usize) -> i32 {
     }
 }
 
-fn send_channel_failure(message: String, previous: Option<ExceptionRecord>) {
+pub(crate) fn send_channel_failure(message: String, previous: Option<ExceptionRecord>) {
     blackbox::send(Message::Exception(ExceptionRecord {
         class: CHANNEL_EXCEPTION.into(),
         message,
