@@ -60,6 +60,7 @@ extern "C" fn module_shutdown(_ty: i32, _module: i32) -> i32 {
 pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
     let module = php::fork::register(module);
     let module = php::timeout::register(module);
+    let module = php::pool::register(module);
     module
         .error_observer(|| php::blackbox::Observer)
         .request_shutdown_function(request_shutdown)

@@ -197,7 +197,12 @@ impl Pool {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.queue.push_back(Pending { id, format, bytes, attempts: 0 });
+        self.queue.push_back(Pending {
+            id,
+            format,
+            bytes,
+            attempts: 0,
+        });
         self.counters.submitted += 1;
         Ok(id)
     }
@@ -304,8 +309,14 @@ impl Pool {
             if w.state != State::Idle || w.due_for_recycling(&self.config) {
                 continue;
             }
-            let Some(task) = self.queue.pop_front() else { break };
-            let msg = Message::Task { id: task.id, format: task.format, bytes: task.bytes.clone() };
+            let Some(task) = self.queue.pop_front() else {
+                break;
+            };
+            let msg = Message::Task {
+                id: task.id,
+                format: task.format,
+                bytes: task.bytes.clone(),
+            };
             if w.job.send(&msg).is_err() {
                 // The worker is going away; its death is handled in the wait below.
                 self.queue.push_front(task);
@@ -373,10 +384,14 @@ impl Pool {
             }
         }
         let blind = self.workers.iter().any(|w| !w.job.has_pidfd());
-        let wake = [deadline, self.next_timer(), blind.then(|| Instant::now() + Duration::from_millis(5))]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            deadline,
+            self.next_timer(),
+            blind.then(|| Instant::now() + Duration::from_millis(5)),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let mut ready = Vec::new();
         if !fds.is_empty() || wake.is_some() {
             sys::poll_readable(&fds, wake, &mut ready).map_err(|e| Error::sys("poll", e))?;
@@ -412,7 +427,9 @@ impl Pool {
                 }
                 Message::Begin { .. } => {}
                 Message::TaskEnd { id, cpu_ns, rss } => {
-                    let Some(run) = w.running.take() else { continue };
+                    let Some(run) = w.running.take() else {
+                        continue;
+                    };
                     debug_assert_eq!(run.task.id, id);
                     w.tasks_done += 1;
                     w.rss = rss;
@@ -456,11 +473,17 @@ impl Pool {
             }
             _ => self.counters.failed += 1,
         }
-        self.finished.push(Finished { id: task.id, report, attempts: task.attempts + 1 });
+        self.finished.push(Finished {
+            id: task.id,
+            report,
+            attempts: task.attempts + 1,
+        });
     }
 
     fn enforce_task_deadlines(&mut self) {
-        let Some(d) = self.config.deadline else { return };
+        let Some(d) = self.config.deadline else {
+            return;
+        };
         let now = Instant::now();
         for w in self.workers.iter_mut() {
             let Some(run) = &mut w.running else { continue };
@@ -503,8 +526,10 @@ impl Pool {
                 if let (Some(killed), Some(d)) = (timed_out, self.config.deadline) {
                     report.time_out(d.timeout.as_secs_f64(), killed);
                 }
-                let crashed =
-                    matches!(report.outcome, Outcome::Signal | Outcome::Fatal | Outcome::Oom);
+                let crashed = matches!(
+                    report.outcome,
+                    Outcome::Signal | Outcome::Fatal | Outcome::Oom
+                );
                 self.counters.crashed += crashed as u64;
                 if crashed && run.task.attempts < self.config.retries && self.stopped.is_none() {
                     self.counters.retried += 1;
@@ -556,7 +581,14 @@ impl Pool {
                 ..Default::default()
             };
             let now = sys::monotonic_ns();
-            let report = Report::decide(0, vec![Message::Exception(record)], None, ExitStatus::unknown(), now, now);
+            let report = Report::decide(
+                0,
+                vec![Message::Exception(record)],
+                None,
+                ExitStatus::unknown(),
+                now,
+                now,
+            );
             self.finish(task, report);
         }
         self.stopped = Some(cause);
@@ -570,7 +602,11 @@ impl Pool {
         let back = self
             .queue
             .drain(..)
-            .map(|t| Unrun { id: t.id, format: t.format, bytes: t.bytes })
+            .map(|t| Unrun {
+                id: t.id,
+                format: t.format,
+                bytes: t.bytes,
+            })
             .collect();
         for w in self.workers.iter_mut() {
             if kill {

@@ -232,6 +232,31 @@ pub fn send_signal(pid: Pid, signo: i32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// CPU time (user + system) this process has used so far.
+pub fn cpu_time_self() -> Duration {
+    // SAFETY: rusage is plain data that getrusage fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer for the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// This process's resident memory now, bytes (from /proc/self/statm).
+pub fn rss_now() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory arguments.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    pages * page
+}
+
 /// Writes all of `bytes` to a non-blocking socket, waiting in poll(2) while it is full.
 pub fn send_waiting(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
     while !bytes.is_empty() {
@@ -239,7 +264,11 @@ pub fn send_waiting(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
             Ok(n) => bytes = &bytes[n..],
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
-                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd for the duration of the call.
                 if unsafe { libc::poll(&mut p, 1, -1) } < 0 && Errno::last() != Errno::EINTR {
                     return Err(Errno::last());

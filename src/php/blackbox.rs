@@ -149,6 +149,13 @@ pub fn send(msg: Message) {
     });
 }
 
+/// In a pool worker, before each task: the record cap and the fatal flag are per task.
+pub fn begin_task() {
+    FATAL_SEEN.with(|f| f.set(false));
+    SENT.with(|s| s.set(0));
+    UNSENT.with(|u| u.set(0));
+}
+
 /// In a job child at its end: says how many records were counted but not sent, if any.
 pub fn report_unsent() {
     let unsent = UNSENT.with(Cell::get);

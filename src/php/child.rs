@@ -31,7 +31,10 @@ pub(crate) enum Ending {
 impl Ending {
     /// Whether the process cannot go on after this (a pool worker must leave).
     pub(crate) fn is_final(&self) -> bool {
-        matches!(self, Ending::Exited(_) | Ending::Fatal | Ending::Internal(_))
+        matches!(
+            self,
+            Ending::Exited(_) | Ending::Fatal | Ending::Internal(_)
+        )
     }
 }
 
@@ -55,7 +58,9 @@ pub(crate) fn call(callable: &Zval, params: &[&Zval], soft_timeout: Option<f64>)
         let result = match soft_timeout {
             None => callable.try_call(params),
             Some(seconds) => {
-                match timeout::run(seconds, "the job (softTimeout)", || callable.try_call(params)) {
+                match timeout::run(seconds, "the job (softTimeout)", || {
+                    callable.try_call(params)
+                }) {
                     Ok(r) => r,
                     Err(e) => return Ending::Internal(format!("{e:?}")),
                 }

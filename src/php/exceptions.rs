@@ -7,6 +7,8 @@
 //!    ├─ Forklift\ForkException              fork() failed (process limit, memory)
 //!    ├─ Forklift\ChannelException           a job's channel broke (names records of that cause)
 //!    ├─ Forklift\TimeoutException           an in-process deadline passed (Forklift\timeout, softTimeout)
+//!    ├─ Forklift\PoolException              the pool cannot go on (workers crash at start) or is shut
+//!    │  └─ Forklift\PoolFullException       submit() on a full queue with blockWhenFull: false
 //!    └─ Forklift\JobFailedException         valueOrThrow() on a failed job; getResult()
 //! ```
 //! The classes are built with `ClassBuilder` (not `#[php_class]`) so they keep Exception's own
@@ -28,6 +30,8 @@ static INVALID_ARGUMENT: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_m
 static FORK: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static CHANNEL: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static TIMEOUT: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
+static POOL: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
+static POOL_FULL: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static JOB_FAILED: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 
 fn ce(slot: &AtomicPtr<ClassEntry>) -> &'static ClassEntry {
@@ -47,6 +51,12 @@ fn fork_ce() -> &'static ClassEntry {
 }
 fn channel_ce() -> &'static ClassEntry {
     ce(&CHANNEL)
+}
+pub fn pool_ce() -> &'static ClassEntry {
+    ce(&POOL)
+}
+pub fn pool_full_ce() -> &'static ClassEntry {
+    ce(&POOL_FULL)
 }
 pub fn timeout_ce() -> &'static ClassEntry {
     ce(&TIMEOUT)
@@ -81,6 +91,13 @@ pub fn register() -> ext_php_rs::error::Result<()> {
     sub("Forklift\\TimeoutException", |ce, _| {
         TIMEOUT.store(ce, Ordering::Release)
     })?;
+    sub("Forklift\\PoolException", |ce, _| {
+        POOL.store(ce, Ordering::Release)
+    })?;
+    ClassBuilder::new("Forklift\\PoolFullException")
+        .extends((pool_ce, "\\Forklift\\PoolException"))
+        .registration(|ce, _| POOL_FULL.store(ce, Ordering::Release))
+        .register()?;
     ClassBuilder::new("Forklift\\JobFailedException")
         .extends((forklift_ce, "\\Forklift\\ForkliftException"))
         .flags(ClassFlags::Final)

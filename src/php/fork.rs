@@ -25,7 +25,7 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
 /// Smallest sensible `forklift.max_frame_size`: room for an error record with a short message.
 const MIN_FRAME: i64 = 1024;
 
-fn max_frame() -> PhpResult<usize> {
+pub(crate) fn max_frame() -> PhpResult<usize> {
     let v = zend::ini_long(c"forklift.max_frame_size");
     if v < MIN_FRAME {
         let raw = zend::ini_string("forklift.max_frame_size").unwrap_or_else(|| v.to_string());

@@ -19,6 +19,7 @@ use crate::php::values;
 pub struct JobResult {
     report: Rc<Report>,
     value: Rc<Zval>,
+    attempts: u32,
 }
 
 impl JobResult {
@@ -35,7 +36,14 @@ impl JobResult {
         JobResult {
             report: Rc::new(report),
             value: Rc::new(value),
+            attempts: 1,
         }
+    }
+
+    /// For a pool task: how many times it ran (retries after its worker crashed).
+    pub fn with_attempts(mut self, attempts: u32) -> JobResult {
+        self.attempts = attempts;
+        self
     }
 
     /// Another handle on the same result (a new PHP object, the same data and value).
@@ -43,6 +51,7 @@ impl JobResult {
         JobResult {
             report: Rc::clone(&self.report),
             value: Rc::clone(&self.value),
+            attempts: self.attempts,
         }
     }
 }
@@ -136,6 +145,10 @@ impl JobResult {
     /// `softTimeout:` (a `Forklift\TimeoutException` it did not catch).
     pub fn timed_out(&self) -> bool {
         self.report.timed_out()
+    }
+    /// How many times the job ran: 1, or more for a pool task retried after its worker crashed.
+    pub fn attempts(&self) -> i64 {
+        self.attempts as i64
     }
     /// The pid the job ran as.
     pub fn pid(&self) -> i64 {

@@ -10,6 +10,7 @@ use ext_php_rs::zend::ClassEntry;
 unsafe extern "C" {
     fn zend_is_unwind_exit(ex: *const zend_object) -> bool;
     fn zend_memory_peak_usage(real_usage: bool) -> usize;
+    fn zend_memory_reset_peak_usage();
     fn php_output_discard_all();
     fn zend_exception_set_previous(exception: *mut zend_object, add_previous: *mut zend_object);
     fn zend_ini_long(name: *const c_char, len: usize, orig: i32) -> i64;
@@ -60,6 +61,12 @@ pub fn error_reporting() -> i32 {
 pub fn peak_memory() -> u64 {
     // SAFETY: reads the allocator's counter; no arguments to get wrong.
     unsafe { zend_memory_peak_usage(false) as u64 }
+}
+
+/// `memory_reset_peak_usage()`: each pool task measures its own peak.
+pub fn reset_peak_memory() {
+    // SAFETY: resets the allocator's counter; no arguments.
+    unsafe { zend_memory_reset_peak_usage() }
 }
 
 /// Flushes the job's output buffers to the real output (as PHP does at the end of a request).

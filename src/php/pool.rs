@@ -1,0 +1,616 @@
+//! `Forklift\Pool` and `Forklift\Task`: prefork workers that inherit the bootstrapped parent and
+//! run `$handler($payload)` per task. Supervision is `core::pool`; this file forks the workers,
+//! runs their loop, and turns finished tasks into `JobResult`s and `onResult` calls.
+
+// The constructor's parameters are PHP's named arguments (`softTimeout:`, like fork()'s), so they
+// are spelled in camelCase.
+#![allow(non_snake_case)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use ext_php_rs::convert::{FromZvalMut, IntoZval};
+use ext_php_rs::exception::PhpException;
+use ext_php_rs::flags::ClassFlags;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ArrayKey, ZendCallable, ZendHashTable, Zval};
+
+use crate::core::ipc::Message;
+use crate::core::pool::{self as core_pool, Config, Refused};
+use crate::core::process::{fork_job, Deadline, Forked, Receiver};
+use crate::core::sys;
+use crate::php::child::{self, Ending};
+use crate::php::exceptions::{from_core, invalid, pool_ce, pool_full_ce};
+use crate::php::fork::max_frame;
+use crate::php::result::JobResult;
+use crate::php::{args, blackbox, values, zend};
+
+/// Adds the pool's classes to the extension.
+pub fn register(module: ModuleBuilder) -> ModuleBuilder {
+    module.class::<Pool>().class::<Task>()
+}
+
+/// What a worker needs to know, fixed when the pool is made.
+struct Setup {
+    handler: Zval,
+    on_start: Option<Zval>,
+    soft_timeout: Option<f64>,
+    memory_limit: Option<String>,
+    name: String,
+    max_frame: usize,
+}
+
+/// Where a task's result lands; shared by the pool and the task's handle.
+type Slot = RefCell<Option<JobResult>>;
+
+struct Inner {
+    core: core_pool::Pool,
+    setup: Setup,
+    block_when_full: bool,
+    on_result: Vec<Zval>,
+    /// Results of tasks whose `Task` handle still exists.
+    slots: HashMap<u64, Weak<Slot>>,
+    closed: bool,
+}
+
+impl Inner {
+    /// One supervision turn; returns the finished tasks' results for the `onResult` callbacks.
+    fn turn(&mut self, deadline: Option<Instant>) -> PhpResult<Vec<(u64, JobResult)>> {
+        let setup = &self.setup;
+        let mut spawn = |number: usize| -> crate::core::error::Result<crate::core::process::Job> {
+            match fork_job(setup.max_frame, None)? {
+                Forked::Parent(job) => Ok(job),
+                Forked::Child(end) => worker_main(end, setup, number),
+            }
+        };
+        self.core.turn(&mut spawn, deadline).map_err(from_core)?;
+        if self.closed {
+            self.core.stop_idle();
+        }
+        let mut done = Vec::new();
+        for f in self.core.take_finished() {
+            let result = JobResult::from_report(f.report).with_attempts(f.attempts);
+            if let Some(slot) = self.slots.remove(&f.id).and_then(|w| w.upgrade()) {
+                *slot.borrow_mut() = Some(result.share());
+            }
+            done.push((f.id, result));
+        }
+        Ok(done)
+    }
+}
+
+/// Runs one turn and then the `onResult` callbacks, with no borrow of the pool held while they
+/// run (they may submit more tasks).
+fn turn(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
+    let (done, callbacks) = {
+        let mut i = inner.borrow_mut();
+        let done = i.turn(deadline)?;
+        let callbacks: Vec<Zval> = i.on_result.iter().map(Zval::shallow_clone).collect();
+        (done, callbacks)
+    };
+    for (id, result) in done {
+        for cb in &callbacks {
+            let callable = ZendCallable::new(cb).map_err(|e| PhpException::from(e.to_string()))?;
+            let id = id as i64;
+            let r = result
+                .share()
+                .into_zval(false)
+                .map_err(|e| PhpException::from(e.to_string()))?;
+            if callable.try_call(vec![&r, &id]).is_err() {
+                // The callback's exception is pending and reaches the caller.
+                return Err(PhpException::from("an onResult callback threw"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pool of prefork workers.
+#[php_class]
+#[php(name = "Forklift\\Pool")]
+#[php(flags = ClassFlags::Final)]
+pub struct Pool {
+    inner: Rc<RefCell<Inner>>,
+}
+
+/// A size in bytes: an int, or a string like "256M" / "1G" / "512K".
+fn bytes(v: &Zval, what: &str) -> PhpResult<u64> {
+    let parsed = match v.long() {
+        Some(n) => u64::try_from(n).ok(),
+        None => v.string().and_then(|s| {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num.parse().ok()?;
+            let mul = match unit.to_ascii_uppercase().as_str() {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                _ => return None,
+            };
+            n.checked_mul(mul)
+        }),
+    };
+    match parsed {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(format!(
+            "{what} must be a size in bytes, more than 0: an int or a string like \"256M\", {} given",
+            args::describe(v)
+        ))),
+    }
+}
+
+fn count(v: Option<i64>, what: &str, min: i64) -> PhpResult<Option<u64>> {
+    match v {
+        None => Ok(None),
+        Some(n) if n >= min => Ok(Some(n as u64)),
+        Some(n) => Err(invalid(format!("{what} must be {min} or more, {n} given"))),
+    }
+}
+
+fn secs(v: Option<f64>, what: &str) -> PhpResult<Option<f64>> {
+    v.map(|t| args::positive_seconds(t, what)).transpose()
+}
+
+#[php_impl]
+#[allow(clippy::too_many_arguments)]
+impl Pool {
+    /// Forks `$workers` workers that call `$handler($payload)` for each submitted task.
+    #[php(defaults(
+        workers = 4,
+        retries = 0,
+        queueSize = 1000,
+        blockWhenFull = true,
+        name = "\"pool\""
+    ))]
+    pub fn __construct(
+        handler: &Zval,
+        workers: i64,
+        timeout: Option<f64>,
+        grace: Option<f64>,
+        softTimeout: Option<f64>,
+        maxJobs: Option<i64>,
+        maxMemory: Option<&Zval>,
+        ttl: Option<f64>,
+        idleTtl: Option<f64>,
+        memoryLimit: Option<&Zval>,
+        retries: i64,
+        queueSize: i64,
+        blockWhenFull: bool,
+        onWorkerStart: Option<&Zval>,
+        name: String,
+    ) -> PhpResult<Self> {
+        const W: &str = "Forklift\\Pool";
+        args::callable(handler, &format!("{W}: argument #1 ($handler)"))?;
+        let workers = count(Some(workers), &format!("{W}: $workers"), 1)?.unwrap_or(1) as usize;
+        let timeout = secs(timeout, &format!("{W}: $timeout"))?;
+        let grace = grace
+            .map(|g| args::seconds(g, &format!("{W}: $grace")))
+            .transpose()?;
+        if grace.is_some() && timeout.is_none() {
+            return Err(invalid(format!(
+                "{W}: grace: only applies with a timeout: (the time between SIGTERM at the timeout \
+                 and SIGKILL); add timeout: or drop grace:"
+            )));
+        }
+        let soft = secs(softTimeout, &format!("{W}: $softTimeout"))?;
+        if let (Some(s), Some(t)) = (soft, timeout) {
+            if s >= t {
+                return Err(invalid(format!(
+                    "{W}: softTimeout: ({s} s) must be shorter than timeout: ({t} s)"
+                )));
+            }
+        }
+        let max_jobs = count(maxJobs, &format!("{W}: $maxJobs"), 1)?;
+        let max_memory = maxMemory
+            .filter(|z| !z.is_null())
+            .map(|z| bytes(z, &format!("{W}: $maxMemory")))
+            .transpose()?;
+        let ttl = secs(ttl, &format!("{W}: $ttl"))?;
+        let idle_ttl = secs(idleTtl, &format!("{W}: $idleTtl"))?;
+        let memory_limit = memoryLimit
+            .filter(|z| !z.is_null())
+            .map(|z| bytes(z, &format!("{W}: $memoryLimit")))
+            .transpose()?;
+        let retries = count(Some(retries), &format!("{W}: $retries"), 0)?.unwrap_or(0) as u32;
+        let queue_size =
+            count(Some(queueSize), &format!("{W}: $queueSize"), 1)?.unwrap_or(1) as usize;
+        let on_start = args::optional_callable(onWorkerStart, &format!("{W}: $onWorkerStart"))?;
+        if name.is_empty() || name.len() > 64 {
+            return Err(invalid(format!(
+                "{W}: $name must be 1 to 64 characters, it shows in process titles"
+            )));
+        }
+        let config = Config {
+            workers,
+            deadline: timeout.map(|t| Deadline {
+                timeout: Duration::from_secs_f64(t),
+                grace: Duration::from_secs_f64(grace.unwrap_or(1.0)),
+            }),
+            max_jobs,
+            max_memory,
+            ttl: ttl.map(Duration::from_secs_f64),
+            idle_ttl: idle_ttl.map(Duration::from_secs_f64),
+            retries,
+            queue_size,
+            max_start_failures: 5,
+        };
+        let setup = Setup {
+            handler: handler.shallow_clone(),
+            on_start: on_start.map(Zval::shallow_clone),
+            soft_timeout: soft,
+            memory_limit: memory_limit.map(|b| b.to_string()),
+            name,
+            max_frame: max_frame()?,
+        };
+        let inner = Inner {
+            core: core_pool::Pool::new(config),
+            setup,
+            block_when_full: blockWhenFull,
+            on_result: Vec::new(),
+            slots: HashMap::new(),
+            closed: false,
+        };
+        let pool = Pool {
+            inner: Rc::new(RefCell::new(inner)),
+        };
+        // Fork the workers now: they inherit the application as it is at this point.
+        turn(&pool.inner, Some(Instant::now()))?;
+        Ok(pool)
+    }
+
+    /// Queues `$payload` for a worker; returns its task. Blocks while the queue is full (or throws
+    /// `Forklift\PoolFullException` with `blockWhenFull: false`).
+    pub fn submit(&mut self, payload: &Zval) -> PhpResult<Task> {
+        let (format, bytes) = values::serialize(payload).map_err(|u| {
+            invalid(format!(
+                "Forklift\\Pool::submit(): the payload cannot be sent to a worker: {}",
+                u.message
+            ))
+        })?;
+        loop {
+            let refused = {
+                let mut i = self.inner.borrow_mut();
+                match i.core.submit(format, bytes.clone()) {
+                    Ok(id) => {
+                        let slot = Rc::new(RefCell::new(None));
+                        i.slots.insert(id, Rc::downgrade(&slot));
+                        drop(i);
+                        // Hand it to an idle worker at once.
+                        turn(&self.inner, Some(Instant::now()))?;
+                        return Ok(Task {
+                            id,
+                            slot,
+                            pool: Rc::downgrade(&self.inner),
+                        });
+                    }
+                    Err(r) => r,
+                }
+            };
+            match refused {
+                Refused::Full if self.inner.borrow().block_when_full => turn(&self.inner, None)?,
+                Refused::Full => {
+                    return Err(PhpException::new(
+                        format!(
+                            "Forklift\\Pool::submit(): the queue is full ({} tasks wait): wait for \
+                             results, raise queueSize:, or pass blockWhenFull: true",
+                            self.inner.borrow().core.queued()
+                        ),
+                        0,
+                        pool_full_ce(),
+                    ))
+                }
+                Refused::Closed => {
+                    return Err(PhpException::new(
+                        "Forklift\\Pool::submit(): the pool is shut down".into(),
+                        0,
+                        pool_ce(),
+                    ))
+                }
+                Refused::Stopped(cause) => {
+                    return Err(PhpException::new(
+                        format!("the pool has stopped: {cause}"),
+                        0,
+                        pool_ce(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Calls `$fn(JobResult $result, int $taskId)` for every task that finishes from now on (during
+    /// the pool's calls: submit, drain, waits).
+    pub fn on_result(&mut self, r#fn: &Zval) -> PhpResult<()> {
+        args::callable(r#fn, "Forklift\\Pool::onResult(): argument #1 ($fn)")?;
+        self.inner.borrow_mut().on_result.push(r#fn.shallow_clone());
+        Ok(())
+    }
+
+    /// Waits until every accepted task has finished.
+    pub fn drain(&mut self) -> PhpResult<()> {
+        while !self.inner.borrow().core.idle() {
+            turn(&self.inner, None)?;
+        }
+        self.raise_if_stopped()
+    }
+
+    /// Stops the pool gracefully: running tasks finish, workers leave. Returns the payloads of
+    /// the tasks that had not started, keyed by task id (handed back, not dropped).
+    pub fn shutdown(&mut self) -> PhpResult<Vec<(i64, Zval)>> {
+        self.close(false)
+    }
+
+    /// Stops the pool now: workers are killed (their running tasks end with outcome "signal").
+    /// Returns the payloads of the tasks that had not started, keyed by task id.
+    pub fn kill(&mut self) -> PhpResult<Vec<(i64, Zval)>> {
+        self.close(true)
+    }
+
+    /// Workers (pid, state, tasks done, RSS, current task and its age) and the pool's counters.
+    pub fn stats(&self) -> PhpResult<Zval> {
+        let i = self.inner.borrow();
+        let mut out = ZendHashTable::new();
+        let mut workers = ZendHashTable::new();
+        for w in i.core.workers() {
+            let mut row = ZendHashTable::new();
+            row.insert("number", w.number as i64)?;
+            row.insert("pid", w.pid as i64)?;
+            row.insert("state", w.state.as_str())?;
+            row.insert("tasksDone", w.tasks_done as i64)?;
+            row.insert("rss", w.rss as i64)?;
+            row.insert("task", w.task.map(|t| t as i64))?;
+            row.insert("taskAge", w.task_age.map(|a| a.as_secs_f64()))?;
+            workers.push(row)?;
+        }
+        let c = i.core.counters();
+        out.insert("workers", workers)?;
+        out.insert("queued", i.core.queued() as i64)?;
+        out.insert("running", i.core.running() as i64)?;
+        for (k, v) in [
+            ("submitted", c.submitted),
+            ("completed", c.completed),
+            ("failed", c.failed),
+            ("timedOut", c.timed_out),
+            ("oom", c.oom),
+            ("recycled", c.recycled),
+            ("crashed", c.crashed),
+            ("retried", c.retried),
+        ] {
+            out.insert(k, v as i64)?;
+        }
+        let mut z = Zval::new();
+        z.set_hashtable(out);
+        Ok(z)
+    }
+
+    /// Waits until one of `$tasks` has finished; returns its key, or null after `$timeout` seconds.
+    pub fn wait_any(&mut self, tasks: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zval> {
+        let deadline = match timeout {
+            None => None,
+            Some(t) => {
+                let t = args::seconds(t, "Forklift\\Pool::waitAny(): argument #2 ($timeout)")?;
+                Duration::try_from_secs_f64(t)
+                    .ok()
+                    .and_then(|d| Instant::now().checked_add(d))
+            }
+        };
+        if tasks.is_empty() {
+            return Err(invalid("Forklift\\Pool::waitAny(): argument #1 ($tasks) is empty; pass at least one Forklift\\Task"));
+        }
+        let mut entries = Vec::new();
+        for (key, value) in tasks.iter() {
+            let mut v = value.shallow_clone();
+            let Some(task) = <&mut Task>::from_zval_mut(&mut v) else {
+                return Err(invalid(format!(
+                    "Forklift\\Pool::waitAny(): element [{key}] of argument #1 ($tasks) must be a Forklift\\Task, {} given",
+                    args::describe(value)
+                )));
+            };
+            let mut k = Zval::new();
+            match key {
+                ArrayKey::Long(n) => k.set_long(n),
+                other => k.set_string(&other.to_string(), false)?,
+            }
+            entries.push((k, Rc::clone(&task.slot)));
+        }
+        loop {
+            if let Some((k, _)) = entries.iter().find(|(_, s)| s.borrow().is_some()) {
+                return Ok(k.shallow_clone());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let mut null = Zval::new();
+                null.set_null();
+                return Ok(null);
+            }
+            self.raise_if_stopped_with_work(entries.len())?;
+            turn(&self.inner, deadline)?;
+        }
+    }
+}
+
+impl Pool {
+    fn raise_if_stopped(&self) -> PhpResult<()> {
+        match self.inner.borrow().core.stopped() {
+            Some(cause) => Err(PhpException::new(
+                format!("the pool has stopped: {cause}"),
+                0,
+                pool_ce(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn raise_if_stopped_with_work(&self, _waiting: usize) -> PhpResult<()> {
+        let i = self.inner.borrow();
+        if i.core.stopped().is_some() && i.core.idle() {
+            drop(i);
+            return self.raise_if_stopped();
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, kill: bool) -> PhpResult<Vec<(i64, Zval)>> {
+        let unrun = {
+            let mut i = self.inner.borrow_mut();
+            i.closed = true;
+            i.core.close(kill)
+        };
+        while self.inner.borrow().core.workers_left() > 0 {
+            turn(&self.inner, None)?;
+        }
+        let mut back = Vec::new();
+        for u in unrun {
+            self.inner.borrow_mut().slots.remove(&u.id);
+            let payload = values::unserialize(u.format, &u.bytes).map_err(PhpException::from)?;
+            back.push((u.id as i64, payload));
+        }
+        Ok(back)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // An accepted task is run: finish the queue (without callbacks: the pool's user is gone),
+        // then let the workers go.
+        let Ok(mut i) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        while !i.core.idle() && i.core.stopped().is_none() {
+            if i.turn(None).is_err() {
+                break;
+            }
+        }
+        i.closed = true;
+        i.core.close(false);
+        while i.core.workers_left() > 0 {
+            if i.turn(None).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// A task submitted to a pool.
+#[php_class]
+#[php(name = "Forklift\\Task")]
+#[php(flags = ClassFlags::Final)]
+pub struct Task {
+    id: u64,
+    slot: Rc<Slot>,
+    pool: Weak<RefCell<Inner>>,
+}
+
+#[php_impl]
+impl Task {
+    /// The task's id in its pool (also passed to `onResult` callbacks).
+    pub fn id(&self) -> i64 {
+        self.id as i64
+    }
+
+    /// Whether the task has finished. Never blocks.
+    pub fn is_done(&self) -> PhpResult<bool> {
+        if self.slot.borrow().is_none() {
+            if let Some(pool) = self.pool.upgrade() {
+                turn(&pool, Some(Instant::now()))?;
+            }
+        }
+        Ok(self.slot.borrow().is_some())
+    }
+
+    /// Waits for the task to finish and returns its result; later calls return the same result.
+    pub fn wait(&self) -> PhpResult<JobResult> {
+        loop {
+            if let Some(r) = self.slot.borrow().as_ref() {
+                return Ok(r.share());
+            }
+            let Some(pool) = self.pool.upgrade() else {
+                return Err(PhpException::new(
+                    "Forklift\\Task::wait(): its pool is gone; keep the pool until its tasks are done".into(),
+                    0,
+                    pool_ce(),
+                ));
+            };
+            if let Some(cause) = pool.borrow().core.stopped().map(str::to_string) {
+                if pool.borrow().core.idle() && self.slot.borrow().is_none() {
+                    return Err(PhpException::new(
+                        format!("the pool has stopped: {cause}"),
+                        0,
+                        pool_ce(),
+                    ));
+                }
+            }
+            turn(&pool, None)?;
+        }
+    }
+}
+
+fn set_title(setup: &Setup, number: usize, what: &str) {
+    if let Ok(f) = ZendCallable::try_from_name("cli_set_process_title") {
+        let title = format!("forklift: {} #{number} {what}", setup.name);
+        let _ = f.try_call(vec![&title]);
+    }
+}
+
+/// A worker's life: start hook, `Ready`, then one task after another until `Stop`.
+fn worker_main(end: crate::core::process::ChildEnd, setup: &Setup, number: usize) -> ! {
+    let mut rx = Receiver::new(&end, setup.max_frame);
+    child::become_child(end, setup.max_frame);
+    set_title(setup, number, "starting");
+    if let Some(limit) = &setup.memory_limit {
+        if let Ok(f) = ZendCallable::try_from_name("ini_set") {
+            let _ = f.try_call(vec![&"memory_limit", limit]);
+        }
+    }
+    if let Some(hook) = &setup.on_start {
+        let n = number as i64;
+        let mut nz = Zval::new();
+        nz.set_long(n);
+        let ending = child::call(hook, &[&nz], None);
+        if !matches!(ending, Ending::Returned(_)) {
+            let code = child::report(ending, setup.max_frame);
+            child::flush_output();
+            sys::exit_now(if code == 0 { 1 } else { code });
+        }
+    }
+    blackbox::send(Message::Ready);
+    loop {
+        set_title(setup, number, "idle");
+        match rx.next() {
+            Some(Message::Task { id, format, bytes }) => {
+                blackbox::send(Message::Begin { id });
+                set_title(setup, number, &format!("task {id}"));
+                blackbox::begin_task();
+                zend::reset_peak_memory();
+                let cpu = sys::cpu_time_self();
+                let ending = match values::unserialize(format, &bytes) {
+                    Ok(payload) => child::call(&setup.handler, &[&payload], setup.soft_timeout),
+                    Err(why) => {
+                        child::send_channel_failure(format!("the task's payload: {why}"), None);
+                        Ending::Internal(why)
+                    }
+                };
+                let last = ending.is_final();
+                let code = child::report(ending, setup.max_frame);
+                blackbox::report_unsent();
+                child::flush_output();
+                child::send_stats();
+                if last {
+                    sys::exit_now(code);
+                }
+                let cpu_ns = (sys::cpu_time_self() - cpu).as_nanos() as u64;
+                blackbox::send(Message::TaskEnd {
+                    id,
+                    cpu_ns,
+                    rss: sys::rss_now(),
+                });
+            }
+            // Stop, or the parent is gone.
+            _ => {
+                child::flush_output();
+                sys::exit_now(0)
+            }
+        }
+    }
+}
