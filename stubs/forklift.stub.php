@@ -168,10 +168,136 @@ final class JobResult
      */
     public function timedOut(): bool {}
 
+    /** How many times the job ran: 1, or more for a pool task retried after its worker crashed. */
+    public function attempts(): int {}
+
     /** The pid the job ran as. */
     public function pid(): int {}
 
     public function __toString(): string {}
+}
+
+/**
+ * Prefork workers that inherit the bootstrapped application (they are forked by the constructor)
+ * and call `$handler($payload)` for each submitted task, one task per worker at a time.
+ *
+ * ```php
+ * $pool = new Forklift\Pool(fn (array $job) => $mailer->send($job), workers: 4, timeout: 30.0,
+ *                           maxJobs: 500, maxMemory: '256M', memoryLimit: '512M', retries: 1);
+ * $pool->onResult(fn (Forklift\JobResult $r, int $taskId) => $r->ok() || $log->error($r->cause()));
+ * foreach ($jobs as $job) { $pool->submit($job); }
+ * $pool->drain();
+ * ```
+ *
+ * A worker that dies mid-task (fatal error, out of memory, segfault, SIGKILL, exit()) gives that
+ * task a JobResult with the true cause and its error records, and is replaced; the other workers
+ * never notice. Workers are recycled between tasks, never during one.
+ */
+final class Pool
+{
+    /**
+     * @param callable        $handler       called as $handler(mixed $payload) in a worker; its return value is the task's value
+     * @param int             $workers       worker processes, 1 or more
+     * @param float|null      $timeout       per task, wall clock: SIGTERM to the worker's group, SIGKILL after $grace; outcome "timeout", worker replaced
+     * @param float|null      $grace         seconds between SIGTERM and SIGKILL (default 1.0; needs $timeout)
+     * @param float|null      $softTimeout   per task, in-process: TimeoutException inside the handler (shorter than $timeout)
+     * @param int|null        $maxJobs       recycle a worker after about this many tasks (up to 10 % fewer, so they do not all restart at once)
+     * @param int|string|null $maxMemory     recycle a worker whose resident memory after a task is above this ("256M")
+     * @param float|null      $ttl           recycle a worker after about this many seconds (up to 10 % less)
+     * @param float|null      $idleTtl       recycle a worker idle this long
+     * @param int|string|null $memoryLimit   hard cap per worker (PHP memory_limit): a task over it ends with outcome "oom"
+     * @param int             $retries       run a task again on a fresh worker this many times if its worker crashed (signal, fatal, oom)
+     * @param int             $queueSize     tasks that may wait for a worker
+     * @param bool            $blockWhenFull when the queue is full, submit() waits (true) or throws PoolFullException (false)
+     * @param callable|null   $onWorkerStart called in each new worker with its number, before its first task (reconnect here)
+     * @param string          $name          shown in process titles: "forklift: mail #2 task 17"
+     * @throws InvalidArgumentException for a bad option; the message says what to pass
+     */
+    public function __construct(
+        mixed $handler,
+        int $workers = 4,
+        ?float $timeout = null,
+        ?float $grace = null,
+        ?float $softTimeout = null,
+        ?int $maxJobs = null,
+        mixed $maxMemory = null,
+        ?float $ttl = null,
+        ?float $idleTtl = null,
+        mixed $memoryLimit = null,
+        int $retries = 0,
+        int $queueSize = 1000,
+        bool $blockWhenFull = true,
+        mixed $onWorkerStart = null,
+        string $name = 'pool',
+    ) {}
+
+    /**
+     * Queues `$payload` (serialized to the worker) and returns its task at once.
+     *
+     * @throws PoolFullException when the queue is full and blockWhenFull is false
+     * @throws PoolException when the pool is shut down or has stopped (workers crash at start)
+     * @throws InvalidArgumentException when the payload cannot be serialized (a closure, a resource)
+     */
+    public function submit(mixed $payload): Task {}
+
+    /**
+     * Calls `$fn(JobResult $result, int $taskId)` for each task that finishes from now on, during
+     * the pool's own calls (submit, drain, waits).
+     *
+     * @param callable $fn
+     */
+    public function onResult(mixed $fn): void {}
+
+    /** Waits until every accepted task has finished (blocks in poll(2)). */
+    public function drain(): void {}
+
+    /**
+     * Waits until one of `$tasks` has finished; returns its key, or null after `$timeout` seconds.
+     *
+     * @param array<int|string, Task> $tasks
+     * @return int|string|null
+     */
+    public function waitAny(array $tasks, ?float $timeout = null): mixed {}
+
+    /**
+     * Graceful stop: running tasks finish, workers leave, no more submits.
+     *
+     * @return array<int, mixed> the payloads of the tasks that had not started, by task id (handed back)
+     */
+    public function shutdown(): array {}
+
+    /**
+     * Immediate stop: workers are killed; their running tasks end with outcome "signal".
+     *
+     * @return array<int, mixed> the payloads of the tasks that had not started, by task id
+     */
+    public function kill(): array {}
+
+    /**
+     * @return array{workers: list<array{number: int, pid: int, state: string, tasksDone: int, rss: int, task: ?int, taskAge: ?float}>,
+     *               queued: int, running: int, submitted: int, completed: int, failed: int, timedOut: int,
+     *               oom: int, recycled: int, crashed: int, retried: int}
+     */
+    public function stats(): array {}
+}
+
+/** A task submitted to a {@see Pool}. */
+final class Task
+{
+    private function __construct() {}
+
+    /** The task's id in its pool (also given to onResult callbacks). */
+    public function id(): int {}
+
+    /** Whether the task has finished. Never blocks. */
+    public function isDone(): bool {}
+
+    /**
+     * Waits for the task to finish; later calls return the same result.
+     *
+     * @throws PoolException when the pool stopped, or is gone, before the task could run
+     */
+    public function wait(): JobResult {}
 }
 
 /** One PHP error (notice, warning, deprecation, fatal error ...). Immutable. */
@@ -254,6 +380,12 @@ class ChannelException extends ForkliftException {}
 
 /** An in-process deadline passed: {@see timeout()} or a job's `softTimeout:`. */
 class TimeoutException extends ForkliftException {}
+
+/** The pool cannot take tasks: it is shut down, or it stopped because workers die at start. */
+class PoolException extends ForkliftException {}
+
+/** submit() on a full queue, with blockWhenFull: false. */
+class PoolFullException extends PoolException {}
 
 /** Thrown by JobResult::valueOrThrow() for a job that failed. */
 final class JobFailedException extends ForkliftException

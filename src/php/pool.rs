@@ -349,7 +349,7 @@ impl Pool {
     }
 
     /// Workers (pid, state, tasks done, RSS, current task and its age) and the pool's counters.
-    pub fn stats(&self) -> PhpResult<Zval> {
+    pub fn stats(&self) -> PhpResult<ext_php_rs::boxed::ZBox<ZendHashTable>> {
         let i = self.inner.borrow();
         let mut out = ZendHashTable::new();
         let mut workers = ZendHashTable::new();
@@ -380,9 +380,7 @@ impl Pool {
         ] {
             out.insert(k, v as i64)?;
         }
-        let mut z = Zval::new();
-        z.set_hashtable(out);
-        Ok(z)
+        Ok(out)
     }
 
     /// Waits until one of `$tasks` has finished; returns its key, or null after `$timeout` seconds.

@@ -26,8 +26,9 @@ function describeClass(ReflectionClass $c): array
 {
     $methods = [];
     foreach ($c->getMethods() as $m) {
-        // Constructors of the extension's classes only say "not instantiable"; stubs make them private.
-        if ($m->getDeclaringClass()->getName() !== $c->getName() || $m->isConstructor()) {
+        // A constructor without parameters only says "not instantiable"; stubs make it private.
+        if ($m->getDeclaringClass()->getName() !== $c->getName()
+            || ($m->isConstructor() && $m->getNumberOfParameters() === 0)) {
             continue;
         }
         $methods[$m->getName()] = describeFunction($m) + ['static' => $m->isStatic()];
