@@ -1,7 +1,7 @@
 EXT := $(CURDIR)/target/release/libforklift.so
 PHP := php -d extension=$(EXT)
 
-.PHONY: setup build test bench demo fmt
+.PHONY: setup build test bench chaos demo fmt
 
 setup:
 	scripts/setup.sh
@@ -16,6 +16,10 @@ test: setup
 
 bench: setup
 	bench/run.sh
+
+# 10 000 pool tasks of which ~10 % die at random (make test runs 2 000).
+chaos: setup
+	FORKLIFT_CHAOS_TASKS=10000 $(PHP) /usr/bin/phpunit -c tests/php/phpunit.xml tests/php/ChaosTest.php
 
 demo: setup
 	$(PHP) demo/demo.php
