@@ -531,7 +531,11 @@ impl Pool {
                     Outcome::Signal | Outcome::Fatal | Outcome::Oom
                 );
                 self.counters.crashed += crashed as u64;
-                if crashed && run.task.attempts < self.config.retries && self.stopped.is_none() {
+                let retry = crashed
+                    && run.task.attempts < self.config.retries
+                    && self.stopped.is_none()
+                    && !self.closing;
+                if retry {
                     self.counters.retried += 1;
                     let mut task = run.task;
                     task.attempts += 1;
