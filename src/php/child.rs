@@ -142,7 +142,7 @@ pub(crate) fn classify_failure() -> Ending {
 /// Sends the job's ending to the parent; returns the child's exit code.
 pub(crate) fn report(ending: Ending, max_frame: usize) -> i32 {
     match ending {
-        Ending::Returned(value) => match values::serialize(&value) {
+        Ending::Returned(value) => match values::serialize(&value, values::Subject::ReturnValue) {
             Ok((format, bytes)) if Message::value_frame_len(bytes.len()) <= max_frame => {
                 blackbox::send(Message::Value { format, bytes });
                 0

@@ -264,12 +264,8 @@ impl Pool {
     /// Queues `$payload` for a worker; returns its task. Blocks while the queue is full (or throws
     /// `Forklift\PoolFullException` with `blockWhenFull: false`).
     pub fn submit(&mut self, payload: &Zval) -> PhpResult<Task> {
-        let (format, bytes) = values::serialize(payload).map_err(|u| {
-            invalid(format!(
-                "Forklift\\Pool::submit(): the payload cannot be sent to a worker: {}",
-                u.message
-            ))
-        })?;
+        let (format, bytes) = values::serialize(payload, values::Subject::Payload)
+            .map_err(|u| invalid(format!("Forklift\\Pool::submit(): {}", u.message)))?;
         loop {
             let refused = {
                 let mut i = self.inner.borrow_mut();

@@ -30,11 +30,25 @@ pub struct Unsendable {
 }
 
 /// Serializes a job's return value.
-pub fn serialize(v: &Zval) -> Result<(u8, Vec<u8>), Unsendable> {
+/// What is being sent, for messages.
+#[derive(Clone, Copy)]
+pub enum Subject {
+    /// A job's (or task's) return value, child → parent.
+    ReturnValue,
+    /// A pool task's payload, parent → worker.
+    Payload,
+}
+
+/// Serializes a value for the channel.
+pub fn serialize(v: &Zval, subject: Subject) -> Result<(u8, Vec<u8>), Unsendable> {
+    let (holds, named) = match subject {
+        Subject::ReturnValue => ("the job returned a resource", "the job's return value"),
+        Subject::Payload => ("the payload holds a resource", "the payload"),
+    };
     if let Some(path) = find_resource(v, RESOURCE_SEARCH_DEPTH) {
         return Err(Unsendable {
             message: format!(
-                "the job returned a resource{path}: resources (files, sockets, connections) cannot \
+                "{holds}{path}: resources (files, sockets, connections) cannot \
                  leave the process; return plain data instead"
             ),
             previous: None,
@@ -64,7 +78,7 @@ pub fn serialize(v: &Zval) -> Result<(u8, Vec<u8>), Unsendable> {
                 .map(|p| p.message.clone())
                 .unwrap_or_default();
             Err(Unsendable {
-                message: format!("the job's return value cannot be serialized: {why}"),
+                message: format!("{named} cannot be serialized: {why}"),
                 previous,
             })
         }
