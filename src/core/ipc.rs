@@ -32,10 +32,9 @@ pub enum Message {
     Stop,
     /// Pool, worker → parent: started and set up (onWorkerStart done), waiting for tasks.
     Ready,
-    /// Pool, worker → parent: task `id` begins; what follows, up to `TaskEnd`, is its.
-    Begin { id: u64 },
     /// Pool, worker → parent: task `id` is done and the worker lives on; its CPU time and the
-    /// worker's resident memory after it.
+    /// worker's peak resident memory so far. Everything the worker sent since it was handed the
+    /// task is the task's.
     TaskEnd { id: u64, cpu_ns: u64, rss: u64 },
 }
 
@@ -48,8 +47,7 @@ const KIND_STATS: u8 = 6;
 const KIND_TASK: u8 = 7;
 const KIND_STOP: u8 = 8;
 const KIND_READY: u8 = 9;
-const KIND_BEGIN: u8 = 10;
-const KIND_TASK_END: u8 = 11;
+const KIND_TASK_END: u8 = 10;
 
 impl Message {
     /// The whole frame, header included.
@@ -91,10 +89,6 @@ impl Message {
             }
             Message::Stop => w.u8(KIND_STOP),
             Message::Ready => w.u8(KIND_READY),
-            Message::Begin { id } => {
-                w.u8(KIND_BEGIN);
-                w.u64(*id);
-            }
             Message::TaskEnd { id, cpu_ns, rss } => {
                 w.u8(KIND_TASK_END);
                 w.u64(*id);
@@ -179,7 +173,6 @@ impl Message {
             },
             KIND_STOP => Message::Stop,
             KIND_READY => Message::Ready,
-            KIND_BEGIN => Message::Begin { id: r.u64()? },
             KIND_TASK_END => Message::TaskEnd {
                 id: r.u64()?,
                 cpu_ns: r.u64()?,
@@ -411,7 +404,6 @@ mod tests {
             },
             Message::Stop,
             Message::Ready,
-            Message::Begin { id: 7 },
             Message::TaskEnd {
                 id: 7,
                 cpu_ns: 5,

@@ -109,7 +109,6 @@ impl Report {
                 Message::Task { .. }
                 | Message::Stop
                 | Message::Ready
-                | Message::Begin { .. }
                 | Message::TaskEnd { .. } => {}
             }
         }

@@ -212,6 +212,11 @@ impl Pool {
         self.queue.len()
     }
 
+    /// Whether a worker is idle and could take a task at once.
+    pub fn has_idle_worker(&self) -> bool {
+        self.workers.iter().any(|w| w.state == State::Idle)
+    }
+
     /// Tasks running now.
     pub fn running(&self) -> usize {
         self.workers.iter().filter(|w| w.running.is_some()).count()
@@ -374,41 +379,50 @@ impl Pool {
     }
 
     fn wait_and_handle(&mut self, deadline: Option<Instant>) -> Result<()> {
-        let mut fds = Vec::new();
-        for w in &self.workers {
+        // (worker index, is its pidfd) for each polled fd.
+        let mut fds = Vec::with_capacity(self.workers.len() * 2);
+        let mut owners = Vec::with_capacity(self.workers.len() * 2);
+        for (i, w) in self.workers.iter().enumerate() {
             if let Some(fd) = w.job.channel_fd() {
                 fds.push(fd);
+                owners.push((i, false));
             }
             if let Some(fd) = w.job.pidfd() {
                 fds.push(fd);
+                owners.push((i, true));
             }
         }
         let blind = self.workers.iter().any(|w| !w.job.has_pidfd());
-        let wake = [
-            deadline,
-            self.next_timer(),
-            blind.then(|| Instant::now() + Duration::from_millis(5)),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let tick = blind.then(|| Instant::now() + Duration::from_millis(5));
+        let wake = [deadline, self.next_timer(), tick].into_iter().flatten().min();
         let mut ready = Vec::new();
         if !fds.is_empty() || wake.is_some() {
             sys::poll_readable(&fds, wake, &mut ready).map_err(|e| Error::sys("poll", e))?;
         }
         // Keep the deadlines of this process's other jobs (plain forks) while the pool waits.
         wait::enforce_deadlines();
-        for i in 0..self.workers.len() {
-            let msgs = self.workers[i].job.take_messages();
-            self.route(i, msgs);
+        let mut exited = vec![false; self.workers.len()];
+        for (k, &(i, is_pidfd)) in owners.iter().enumerate() {
+            if !ready.get(k).copied().unwrap_or(false) {
+                continue;
+            }
+            if is_pidfd {
+                exited[i] = true;
+            } else {
+                let msgs = self.workers[i].job.take_messages();
+                self.route(i, msgs);
+            }
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            if !w.job.has_pidfd() && w.job.has_exited() {
+                exited[i] = true;
+            }
         }
         self.enforce_task_deadlines();
-        let mut i = 0;
-        while i < self.workers.len() {
-            if self.workers[i].job.has_exited() {
+        // Highest index first, so that swap_remove does not move a worker still to be buried.
+        for i in (0..self.workers.len()).rev() {
+            if exited[i] {
                 self.bury(i)?;
-            } else {
-                i += 1;
             }
         }
         Ok(())
@@ -425,7 +439,6 @@ impl Pool {
                     self.respawn_at = None;
                     w.loose.clear();
                 }
-                Message::Begin { .. } => {}
                 Message::TaskEnd { id, cpu_ns, rss } => {
                     let Some(run) = w.running.take() else {
                         continue;

@@ -192,10 +192,17 @@ pub fn poll_readable(
 /// Reads what is available on a non-blocking fd into `buf`, up to about `budget` bytes; returns
 /// whether the stream has ended.
 pub fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>, budget: usize) -> Result<bool, Errno> {
-    let mut chunk = [0u8; 64 * 1024];
+    // Small enough that zeroing it costs nothing next to the system call; larger data takes
+    // more reads of the same turn.
+    let mut chunk = [0u8; 8 * 1024];
     while buf.len() < budget {
         match nix::unistd::read(fd.as_raw_fd(), &mut chunk) {
             Ok(0) => return Ok(true),
+            // A short read took all there was: do not spend a system call to hear EAGAIN.
+            Ok(n) if n < chunk.len() => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(false);
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Ok(false),
@@ -232,29 +239,14 @@ pub fn send_signal(pid: Pid, signo: i32) -> Result<(), Errno> {
     Ok(())
 }
 
-/// CPU time (user + system) this process has used so far.
-pub fn cpu_time_self() -> Duration {
+/// CPU time (user + system) this process has used so far, and its peak resident memory (bytes).
+pub fn usage_self() -> (Duration, u64) {
     // SAFETY: rusage is plain data that getrusage fills in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer for the call.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// This process's resident memory now, bytes (from /proc/self/statm).
-pub fn rss_now() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    // SAFETY: sysconf has no memory arguments.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    pages * page
+    (tv(usage.ru_utime) + tv(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
 }
 
 /// Writes all of `bytes` to a non-blocking socket, waiting in poll(2) while it is full.

@@ -94,6 +94,9 @@ pub fn detach(job: Job) {
 
 /// Keeps the deadlines that are due now, of every job of this process. Never blocks.
 pub fn enforce_deadlines() {
+    if !crate::core::process::any_deadline() {
+        return;
+    }
     let now = Instant::now();
     for inbox in open_inboxes() {
         inbox.borrow_mut().enforce(now);

@@ -39,6 +39,8 @@ thread_local! {
     /// Records sent by this job child, and those counted but not sent past [`MAX_RECORDS`].
     static SENT: Cell<u64> = const { Cell::new(0) };
     static UNSENT: Cell<u64> = const { Cell::new(0) };
+    /// While corked, frames are gathered here and sent in one write by `uncork`.
+    static CORK: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
     /// Open `Blackbox::capture` calls, innermost last.
     static CAPTURES: RefCell<Vec<Vec<record::ErrorRecord>>> = const { RefCell::new(Vec::new()) };
 }
@@ -139,14 +141,41 @@ pub fn attach_child(end: ChildEnd, max_frame: usize) {
 pub fn send(msg: Message) {
     CHANNEL.with(|c| {
         if let Some((end, max_frame)) = c.borrow().as_ref() {
-            let frame = msg.encode();
-            if frame.len() <= *max_frame {
+            let mut frame = msg.encode();
+            if frame.len() > *max_frame {
+                frame = msg.fit(*max_frame).encode();
+            }
+            let corked = CORK.with(|k| match k.borrow_mut().as_mut() {
+                Some(buf) => {
+                    buf.extend_from_slice(&frame);
+                    true
+                }
+                None => false,
+            });
+            if !corked {
                 end.send_frame(&frame);
-            } else {
-                end.send_frame(&msg.fit(*max_frame).encode());
             }
         }
     });
+}
+
+/// Gathers the frames sent from now on, to go in one write at `uncork` (a pool task's last
+/// messages: its ending, stats and end marker cost one system call, not four).
+pub fn cork() {
+    CORK.with(|k| *k.borrow_mut() = Some(Vec::new()));
+}
+
+/// Sends what was gathered since `cork`.
+pub fn uncork() {
+    if let Some(buf) = CORK.with(|k| k.borrow_mut().take()) {
+        if !buf.is_empty() {
+            CHANNEL.with(|c| {
+                if let Some((end, _)) = c.borrow().as_ref() {
+                    end.send_frame(&buf);
+                }
+            });
+        }
+    }
 }
 
 /// In a pool worker, before each task: the record cap and the fatal flag are per task.

@@ -112,7 +112,7 @@ pub fn run(
         Err(CatchError::Bailout) => Ending::Fatal,
         Err(e) => Ending::Internal(format!("{e}")),
     };
-    let code = report(ending, max_frame);
+    let code = report_guarded(ending, max_frame);
     blackbox::report_unsent();
     // Jobs this job forked and let go of are run to their end, as a request end would.
     wait::settle_detached();
@@ -139,8 +139,20 @@ pub(crate) fn classify_failure() -> Ending {
     }
 }
 
+/// `report` under zend_try: serializing the value runs PHP code (`__serialize`, `__sleep`) that may
+/// die of a fatal error, which must not bail out into the parent's request shutdown.
+pub(crate) fn report_guarded(ending: Ending, max_frame: usize) -> i32 {
+    match try_catch(std::panic::AssertUnwindSafe(|| report(ending, max_frame))) {
+        Ok(code) => code,
+        Err(_) => {
+            blackbox::send(Message::Fatal);
+            EXIT_FAILURE
+        }
+    }
+}
+
 /// Sends the job's ending to the parent; returns the child's exit code.
-pub(crate) fn report(ending: Ending, max_frame: usize) -> i32 {
+fn report(ending: Ending, max_frame: usize) -> i32 {
     match ending {
         Ending::Returned(value) => match values::serialize(&value, values::Subject::ReturnValue) {
             Ok((format, bytes)) if Message::value_frame_len(bytes.len()) <= max_frame => {

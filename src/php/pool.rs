@@ -273,9 +273,12 @@ impl Pool {
                     Ok(id) => {
                         let slot = Rc::new(RefCell::new(None));
                         i.slots.insert(id, Rc::downgrade(&slot));
+                        let idle = i.core.has_idle_worker();
                         drop(i);
-                        // Hand it to an idle worker at once.
-                        turn(&self.inner, Some(Instant::now()))?;
+                        // Hand it to an idle worker at once; otherwise it waits for one.
+                        if idle {
+                            turn(&self.inner, Some(Instant::now()))?;
+                        }
                         return Ok(Task {
                             id,
                             slot,
@@ -563,21 +566,23 @@ fn worker_main(end: crate::core::process::ChildEnd, setup: &Setup, number: usize
         nz.set_long(n);
         let ending = child::call(hook, &[&nz], None);
         if !matches!(ending, Ending::Returned(_)) {
-            let code = child::report(ending, setup.max_frame);
+            let code = child::report_guarded(ending, setup.max_frame);
             child::flush_output();
             sys::exit_now(if code == 0 { 1 } else { code });
         }
     }
     blackbox::send(Message::Ready);
+    let (mut cpu_before, _) = sys::usage_self();
     loop {
-        set_title(setup, number, "idle");
+        // Under load the next task is already there: say "idle" only when we will wait.
+        if !rx.has_pending() {
+            set_title(setup, number, "idle");
+        }
         match rx.next() {
             Some(Message::Task { id, format, bytes }) => {
-                blackbox::send(Message::Begin { id });
                 set_title(setup, number, &format!("task {id}"));
                 blackbox::begin_task();
                 zend::reset_peak_memory();
-                let cpu = sys::cpu_time_self();
                 let ending = match values::unserialize(format, &bytes) {
                     Ok(payload) => child::call(&setup.handler, &[&payload], setup.soft_timeout),
                     Err(why) => {
@@ -586,19 +591,21 @@ fn worker_main(end: crate::core::process::ChildEnd, setup: &Setup, number: usize
                     }
                 };
                 let last = ending.is_final();
-                let code = child::report(ending, setup.max_frame);
+                // The task's last messages go in one write.
+                blackbox::cork();
+                let code = child::report_guarded(ending, setup.max_frame);
                 blackbox::report_unsent();
                 child::flush_output();
                 child::send_stats();
                 if last {
+                    blackbox::uncork();
                     sys::exit_now(code);
                 }
-                let cpu_ns = (sys::cpu_time_self() - cpu).as_nanos() as u64;
-                blackbox::send(Message::TaskEnd {
-                    id,
-                    cpu_ns,
-                    rss: sys::rss_now(),
-                });
+                let (cpu, rss) = sys::usage_self();
+                let cpu_ns = cpu.saturating_sub(cpu_before).as_nanos() as u64;
+                cpu_before = cpu;
+                blackbox::send(Message::TaskEnd { id, cpu_ns, rss });
+                blackbox::uncork();
             }
             // Stop, or the parent is gone.
             _ => {
