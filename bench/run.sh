@@ -5,12 +5,16 @@
 #   (b') the same by a careful user whose child skips PHP's shutdown (kills itself with SIGKILL)
 #   (c) bare C fork/_exit/waitpid at the same resident memory   -- the physical limit
 # at a parent heap of ~10 MB and ~200 MB. Goals: a/b <= 1.0 and a/c <= 1.3.
+# Then timeout latency (bench/timeouts.php): how long after a job's timeout: wait() returns
+# (goal p99 < 10 ms), and how long after Forklift\timeout()'s deadline the TimeoutException is
+# caught, for a CPU loop and for usleep() (goal p99 < 2 ms).
 #
 # Informational: speed is not asserted; exits 0 when the goals are missed, and also when
 # Forklift\fork is not available yet (column shown as n/a). Exits 1 only when a run that
 # could run failed (crash, wrong result) or a prerequisite (php, cc) is missing.
 #
 # env: BENCH_ITER_SMALL (default 2000, 10 MB)  BENCH_ITER_LARGE (default 300, 200 MB)
+#      BENCH_TIMEOUT_KILL (default 200 jobs)  BENCH_TIMEOUT_INPROC (default 500 runs each)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,12 +23,16 @@ EXT="$ROOT/target/release/libforklift.so"
 BARE="$ROOT/target/bench/bare_fork"
 ITER_SMALL=${BENCH_ITER_SMALL:-2000}
 ITER_LARGE=${BENCH_ITER_LARGE:-300}
+TIMEOUT_KILL=${BENCH_TIMEOUT_KILL:-200}
+TIMEOUT_INPROC=${BENCH_TIMEOUT_INPROC:-500}
 
 say() { printf 'bench: %s\n' "$*"; }
 die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ $ITER_SMALL =~ ^[1-9][0-9]*$ ]] || die "BENCH_ITER_SMALL must be a positive integer (got '$ITER_SMALL')"
 [[ $ITER_LARGE =~ ^[1-9][0-9]*$ ]] || die "BENCH_ITER_LARGE must be a positive integer (got '$ITER_LARGE')"
+[[ $TIMEOUT_KILL =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT_KILL must be a positive integer (got '$TIMEOUT_KILL')"
+[[ $TIMEOUT_INPROC =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT_INPROC must be a positive integer (got '$TIMEOUT_INPROC')"
 command -v php >/dev/null 2>&1 || die "php not found (run: make setup)"
 command -v cc >/dev/null 2>&1 || die "cc not found (run: make setup)"
 
@@ -137,5 +145,24 @@ echo "goals: a/b <= 1.0 (not slower than hand-written pcntl), a/c <= 1.3 (within
 echo "       a/b' compares with the fastest hand-written pcntl, whose child skips PHP's shutdown"
 printf '%s\n' "${GOALS[@]}"
 echo "(per_op = fork -> value back -> child reaped; informational, speed is not asserted)"
+
+# Timeout latency: bench/timeouts.php prints its own table (exit 3: timeouts not available).
+echo
+if [[ $HAVE_EXT -eq 1 ]]; then
+    say "timeouts: $TIMEOUT_KILL jobs killed at their timeout, $TIMEOUT_INPROC in-process timeouts each ..."
+    set +e
+    php -d "extension=$EXT" bench/timeouts.php "$TIMEOUT_KILL" "$TIMEOUT_INPROC" 2>"$ERRF"
+    rc=$?
+    set -e
+    if [[ $rc -eq 3 ]]; then
+        say "timeouts: not available: $(tr '\n' ' ' <"$ERRF")"
+    elif [[ $rc -ne 0 ]]; then
+        say "timeouts: FAILED (exit $rc): $(tr '\n' ' ' <"$ERRF")"
+        FAILED=1
+    fi
+else
+    say "timeouts: n/a (no extension)"
+fi
+echo "(latency = how long past the deadline; informational, speed is not asserted)"
 
 exit "$FAILED"

@@ -129,7 +129,7 @@ final class JobResult
     /** Why the job failed, in one line; null when it succeeded. */
     public function cause(): ?string {}
 
-    /** The child's exit code; null when a signal ended it. */
+    /** The child's exit code; null when a signal ended it, or for a pool task whose worker lived on. */
     public function exitCode(): ?int {}
 
     /** The signal that ended the child; null when it exited. */
@@ -293,9 +293,11 @@ final class Task
     public function isDone(): bool {}
 
     /**
-     * Waits for the task to finish; later calls return the same result.
+     * Waits for the task to finish; later calls return the same result. A task the pool could
+     * not run because it stopped (workers crash at start) finishes with outcome "exception", a
+     * PoolException record and attempts() 0.
      *
-     * @throws PoolException when the pool stopped, or is gone, before the task could run
+     * @throws PoolException when shutdown()/kill() handed the task back, or its pool is gone
      */
     public function wait(): JobResult {}
 }

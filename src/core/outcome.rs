@@ -106,10 +106,8 @@ impl Report {
                     finished_ns,
                 } => stats = Some((peak_memory, finished_ns)),
                 // Pool bookkeeping: tasks are cut out of the stream before it gets here.
-                Message::Task { .. }
-                | Message::Stop
-                | Message::Ready
-                | Message::TaskEnd { .. } => {}
+                Message::Task { .. } | Message::Stop | Message::Ready | Message::TaskEnd { .. } => {
+                }
             }
         }
         let fatal = fatal_seen.then(|| {
@@ -254,7 +252,11 @@ impl Report {
                     .exception
                     .as_ref()
                     .expect("exception outcome has a record");
-                format!("uncaught {}", e.summary())
+                if e.class == crate::core::pool::POOL_EXCEPTION {
+                    format!("not run: {}", e.message)
+                } else {
+                    format!("uncaught {}", e.summary())
+                }
             }
             Outcome::Oom => {
                 let f = self.fatal.as_ref().expect("oom outcome has a record");
@@ -272,11 +274,7 @@ impl Report {
             Outcome::Timeout => match (self.deadline, &self.exception) {
                 (Some((seconds, killed)), _) => format!(
                     "timed out after {seconds} s: stopped with SIGTERM{}",
-                    if killed {
-                        ", then SIGKILL after the grace period"
-                    } else {
-                        ""
-                    }
+                    if killed { ", then SIGKILL" } else { "" }
                 ),
                 (None, Some(e)) => format!("timed out: {}", e.summary()),
                 (None, None) => "timed out".into(),

@@ -140,6 +140,8 @@ struct Worker {
     rss: u64,
     max_jobs: Option<u64>,
     retire_at: Option<Instant>,
+    /// `idle_ttl` less this worker's jitter.
+    idle_ttl: Option<Duration>,
 }
 
 pub struct Pool {
@@ -293,6 +295,10 @@ impl Pool {
                 let ms = t.as_millis() as u64;
                 t - Duration::from_millis(self.jitter(ms))
             });
+            let idle_ttl = self.config.idle_ttl.map(|t| {
+                let ms = t.as_millis() as u64;
+                t - Duration::from_millis(self.jitter(ms))
+            });
             self.workers.push(Worker {
                 number,
                 job,
@@ -304,6 +310,7 @@ impl Pool {
                 rss: 0,
                 max_jobs,
                 retire_at: ttl.map(|t| now + t),
+                idle_ttl,
             });
         }
         Ok(())
@@ -370,7 +377,7 @@ impl Pool {
                 if let Some(t) = w.retire_at {
                     add(t);
                 }
-                if let Some(i) = self.config.idle_ttl {
+                if let Some(i) = w.idle_ttl {
                     add(w.since + i);
                 }
             }
@@ -394,7 +401,10 @@ impl Pool {
         }
         let blind = self.workers.iter().any(|w| !w.job.has_pidfd());
         let tick = blind.then(|| Instant::now() + Duration::from_millis(5));
-        let wake = [deadline, self.next_timer(), tick].into_iter().flatten().min();
+        let wake = [deadline, self.next_timer(), tick]
+            .into_iter()
+            .flatten()
+            .min();
         let mut ready = Vec::new();
         if !fds.is_empty() || wake.is_some() {
             sys::poll_readable(&fds, wake, &mut ready).map_err(|e| Error::sys("poll", e))?;
@@ -455,7 +465,7 @@ impl Pool {
                         cpu: Duration::from_nanos(cpu_ns),
                         max_rss: rss,
                     };
-                    let report = Report::decide(
+                    let mut report = Report::decide(
                         w.job.pid(),
                         run.messages,
                         None,
@@ -463,6 +473,8 @@ impl Pool {
                         run.started_ns,
                         sys::monotonic_ns(),
                     );
+                    // The worker did not exit: there is no exit code to tell.
+                    report.exit_code = None;
                     self.finish(run.task, report);
                 }
                 other => match &mut w.running {
@@ -539,11 +551,13 @@ impl Pool {
                 if let (Some(killed), Some(d)) = (timed_out, self.config.deadline) {
                     report.time_out(d.timeout.as_secs_f64(), killed);
                 }
+                // The worker died in the task: a crash whatever the cause; only causes a fresh
+                // worker might not meet again (not exit(), not a timeout) are retried.
+                self.counters.crashed += 1;
                 let crashed = matches!(
                     report.outcome,
                     Outcome::Signal | Outcome::Fatal | Outcome::Oom
                 );
-                self.counters.crashed += crashed as u64;
                 let retry = crashed
                     && run.task.attempts < self.config.retries
                     && self.stopped.is_none()
@@ -606,7 +620,13 @@ impl Pool {
                 now,
                 now,
             );
-            self.finish(task, report);
+            // It never ran: zero attempts.
+            self.counters.failed += 1;
+            self.finished.push(Finished {
+                id: task.id,
+                report,
+                attempts: task.attempts,
+            });
         }
         self.stopped = Some(cause);
     }
@@ -662,6 +682,6 @@ impl Worker {
         self.max_jobs.is_some_and(|m| self.tasks_done >= m)
             || config.max_memory.is_some_and(|m| self.rss > m)
             || self.retire_at.is_some_and(|t| now >= t)
-            || (self.state == State::Idle && config.idle_ttl.is_some_and(|i| now >= self.since + i))
+            || (self.state == State::Idle && self.idle_ttl.is_some_and(|i| now >= self.since + i))
     }
 }

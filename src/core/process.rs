@@ -164,6 +164,13 @@ impl Inbox {
         if now < due {
             return;
         }
+        // A child that has already exited ended on its own, before anyone looked: no timeout.
+        if matches!(
+            sys::peek_exit(self.pid),
+            Ok(nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..))
+        ) {
+            return;
+        }
         // Until finish() reaps the child (and clears `deadline`), its pid and group are ours.
         if self.term_sent.is_none() {
             self.term_sent = Some(now);

@@ -246,7 +246,10 @@ pub fn usage_self() -> (Duration, u64) {
     // SAFETY: valid pointer for the call.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    (tv(usage.ru_utime) + tv(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
+    (
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+        usage.ru_maxrss as u64 * 1024,
+    )
 }
 
 /// Writes all of `bytes` to a non-blocking socket, waiting in poll(2) while it is full.

@@ -72,21 +72,26 @@ pub fn number(v: &Zval, what: &str) -> Result<f64, PhpException> {
     }
 }
 
-/// A deadline in seconds: finite and more than 0.
+/// Longest limit accepted, in seconds (about 31 years): beyond it the clock cannot count.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// A deadline in seconds: finite, more than 0, at most [`MAX_SECONDS`].
 pub fn positive_seconds(v: f64, what: &str) -> Result<f64, PhpException> {
-    if !(v.is_finite() && v > 0.0) {
+    if !(v.is_finite() && v > 0.0 && v <= MAX_SECONDS) {
         return Err(invalid(format!(
-            "{what} must be a finite number of seconds, more than 0 (e.g. 2.5), {v} given"
+            "{what} must be a finite number of seconds, more than 0 and at most 1e9 (e.g. 2.5), \
+             {v} given"
         )));
     }
     Ok(v)
 }
 
-/// A duration in seconds: finite and not negative.
+/// A duration in seconds: finite, not negative, at most [`MAX_SECONDS`].
 pub fn seconds(v: f64, what: &str) -> Result<f64, PhpException> {
-    if v.is_nan() || v.is_infinite() || v < 0.0 {
+    if v.is_nan() || v.is_infinite() || !(0.0..=MAX_SECONDS).contains(&v) {
         return Err(invalid(format!(
-            "{what} must be a finite number of seconds, 0 or more (e.g. 2.5), {v} given"
+            "{what} must be a finite number of seconds, 0 or more and at most 1e9 (e.g. 2.5), \
+             {v} given"
         )));
     }
     Ok(v)

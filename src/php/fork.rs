@@ -163,13 +163,20 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
     let deadline = match timeout {
         None => None,
         Some(t) => {
-            let t = args::seconds(t, "Forklift\\wait_any(): argument #2 ($timeout)")?;
             // A timeout too large for the clock is as good as none.
+            if t.is_finite() && t > args::MAX_SECONDS {
+                return wait_any_until(processes, None);
+            }
+            let t = args::seconds(t, "Forklift\\wait_any(): argument #2 ($timeout)")?;
             Duration::try_from_secs_f64(t)
                 .ok()
                 .and_then(|d| Instant::now().checked_add(d))
         }
     };
+    wait_any_until(processes, deadline)
+}
+
+fn wait_any_until(processes: &ZendHashTable, deadline: Option<Instant>) -> PhpResult<Zval> {
     if processes.is_empty() {
         return Err(invalid(
             "Forklift\\wait_any(): argument #1 ($processes) is empty; pass at least one Forklift\\Process",

@@ -53,11 +53,16 @@ struct Inner {
     /// Results of tasks whose `Task` handle still exists.
     slots: HashMap<u64, Weak<Slot>>,
     closed: bool,
+    /// Finished tasks whose `onResult` callbacks have not run yet (a callback that throws stops
+    /// the round; the rest get theirs at the pool's next call).
+    undelivered: std::collections::VecDeque<(u64, JobResult)>,
+    /// Tasks handed back by `shutdown()`/`kill()` before they ran.
+    handed_back: std::collections::HashSet<u64>,
 }
 
 impl Inner {
-    /// One supervision turn; returns the finished tasks' results for the `onResult` callbacks.
-    fn turn(&mut self, deadline: Option<Instant>) -> PhpResult<Vec<(u64, JobResult)>> {
+    /// One supervision turn; finished tasks' results go to their slots and to `undelivered`.
+    fn turn(&mut self, deadline: Option<Instant>) -> PhpResult<()> {
         let setup = &self.setup;
         let mut spawn = |number: usize| -> crate::core::error::Result<crate::core::process::Job> {
             match fork_job(setup.max_frame, None)? {
@@ -69,28 +74,38 @@ impl Inner {
         if self.closed {
             self.core.stop_idle();
         }
-        let mut done = Vec::new();
         for f in self.core.take_finished() {
             let result = JobResult::from_report(f.report).with_attempts(f.attempts);
             if let Some(slot) = self.slots.remove(&f.id).and_then(|w| w.upgrade()) {
                 *slot.borrow_mut() = Some(result.share());
             }
-            done.push((f.id, result));
+            if !self.on_result.is_empty() {
+                self.undelivered.push_back((f.id, result));
+            }
         }
-        Ok(done)
+        Ok(())
     }
 }
 
 /// Runs one turn and then the `onResult` callbacks, with no borrow of the pool held while they
 /// run (they may submit more tasks).
 fn turn(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
-    let (done, callbacks) = {
-        let mut i = inner.borrow_mut();
-        let done = i.turn(deadline)?;
-        let callbacks: Vec<Zval> = i.on_result.iter().map(Zval::shallow_clone).collect();
-        (done, callbacks)
-    };
-    for (id, result) in done {
+    inner.borrow_mut().turn(deadline)?;
+    deliver(inner)
+}
+
+/// Runs the `onResult` callbacks of the finished tasks, oldest first. Each result is taken off the
+/// list before its callbacks run, so none gets them twice and a throw leaves the rest for later.
+fn deliver(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
+    loop {
+        let (id, result, callbacks) = {
+            let mut i = inner.borrow_mut();
+            let Some((id, result)) = i.undelivered.pop_front() else {
+                return Ok(());
+            };
+            let callbacks: Vec<Zval> = i.on_result.iter().map(Zval::shallow_clone).collect();
+            (id, result, callbacks)
+        };
         for cb in &callbacks {
             let callable = ZendCallable::new(cb).map_err(|e| PhpException::from(e.to_string()))?;
             let id = id as i64;
@@ -104,7 +119,6 @@ fn turn(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> 
             }
         }
     }
-    Ok(())
 }
 
 /// A pool of prefork workers.
@@ -252,6 +266,8 @@ impl Pool {
             on_result: Vec::new(),
             slots: HashMap::new(),
             closed: false,
+            undelivered: Default::default(),
+            handed_back: Default::default(),
         };
         let pool = Pool {
             inner: Rc::new(RefCell::new(inner)),
@@ -301,16 +317,16 @@ impl Pool {
                         pool_full_ce(),
                     ))
                 }
-                Refused::Closed => {
-                    return Err(PhpException::new(
-                        "Forklift\\Pool::submit(): the pool is shut down".into(),
-                        0,
-                        pool_ce(),
-                    ))
-                }
+                Refused::Closed => return Err(PhpException::new(
+                    "Forklift\\Pool::submit(): the pool is shut down; make a new Forklift\\Pool \
+                         for more work"
+                        .into(),
+                    0,
+                    pool_ce(),
+                )),
                 Refused::Stopped(cause) => {
                     return Err(PhpException::new(
-                        format!("the pool has stopped: {cause}"),
+                        format!("Forklift\\Pool::submit(): the pool has stopped: {cause}"),
                         0,
                         pool_ce(),
                     ))
@@ -329,6 +345,8 @@ impl Pool {
 
     /// Waits until every accepted task has finished.
     pub fn drain(&mut self) -> PhpResult<()> {
+        // Callbacks left over from a round in which one threw come first.
+        deliver(&self.inner)?;
         while !self.inner.borrow().core.idle() {
             turn(&self.inner, None)?;
         }
@@ -431,7 +449,7 @@ impl Pool {
     fn raise_if_stopped(&self) -> PhpResult<()> {
         match self.inner.borrow().core.stopped() {
             Some(cause) => Err(PhpException::new(
-                format!("the pool has stopped: {cause}"),
+                format!("Forklift\\Pool: the pool has stopped: {cause}"),
                 0,
                 pool_ce(),
             )),
@@ -459,7 +477,10 @@ impl Pool {
         }
         let mut back = Vec::new();
         for u in unrun {
-            self.inner.borrow_mut().slots.remove(&u.id);
+            let mut i = self.inner.borrow_mut();
+            i.slots.remove(&u.id);
+            i.handed_back.insert(u.id);
+            drop(i);
             let payload = values::unserialize(u.format, &u.bytes).map_err(PhpException::from)?;
             back.push((u.id as i64, payload));
         }
@@ -529,10 +550,21 @@ impl Task {
                     pool_ce(),
                 ));
             };
+            if pool.borrow().handed_back.contains(&self.id) {
+                return Err(PhpException::new(
+                    format!(
+                        "Forklift\\Task::wait(): task {} never ran: shutdown() or kill() handed it \
+                         back (see their return value)",
+                        self.id
+                    ),
+                    0,
+                    pool_ce(),
+                ));
+            }
             if let Some(cause) = pool.borrow().core.stopped().map(str::to_string) {
                 if pool.borrow().core.idle() && self.slot.borrow().is_none() {
                     return Err(PhpException::new(
-                        format!("the pool has stopped: {cause}"),
+                        format!("Forklift\\Task::wait(): the pool has stopped: {cause}"),
                         0,
                         pool_ce(),
                     ));

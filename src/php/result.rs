@@ -88,7 +88,7 @@ impl JobResult {
     pub fn cause(&self) -> Option<String> {
         (!self.report.ok()).then(|| self.report.cause())
     }
-    /// The child's exit code; null when a signal ended it.
+    /// The child's exit code; null when a signal ended it, or for a pool task whose worker lived on.
     pub fn exit_code(&self) -> Option<i64> {
         self.report.exit_code.map(i64::from)
     }

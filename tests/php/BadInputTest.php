@@ -160,6 +160,78 @@ final class BadInputTest extends TestCase
                 \TypeError::class, ['timeout'],
             ],
 
+            // fork()'s limits: timeout: and softTimeout: more than 0, grace: 0 or more, all finite numbers
+            'fork with a negative timeout' => [
+                fn () => \Forklift\fork(fn () => 1, timeout: -1),
+                $invalid, ['Forklift\fork(): $timeout must be a finite number of seconds, more than 0 and at most 1e9 (e.g. 2.5)', '-1 given'],
+            ],
+            'fork with a timeout of 0' => [
+                fn () => \Forklift\fork(fn () => 1, timeout: 0),
+                $invalid, ['Forklift\fork(): $timeout must be a finite number of seconds, more than 0', '0 given'],
+            ],
+            'fork with a NAN timeout' => [
+                fn () => \Forklift\fork(fn () => 1, timeout: NAN),
+                $invalid, ['Forklift\fork(): $timeout must be a finite number of seconds, more than 0', 'NaN given'],
+            ],
+            'fork with an infinite timeout' => [
+                fn () => \Forklift\fork(fn () => 1, timeout: INF),
+                $invalid, ['Forklift\fork(): $timeout must be a finite number of seconds, more than 0', 'inf given'],
+            ],
+            'fork with a string timeout' => [
+                fn () => \Forklift\fork(fn () => 1, timeout: '1'),
+                $invalid, ['Forklift\fork(): $timeout must be a number of seconds (e.g. 2.5)', 'string "1" given'],
+            ],
+            'fork with grace but no timeout' => [
+                fn () => \Forklift\fork(fn () => 1, grace: 1),
+                $invalid, ['Forklift\fork(): grace: only applies with a timeout:', 'add timeout: or drop grace:'],
+            ],
+            'fork with a negative grace' => [
+                fn () => \Forklift\fork(fn () => 1, timeout: 1, grace: -1),
+                $invalid, ['Forklift\fork(): $grace must be a finite number of seconds, 0 or more and at most 1e9 (e.g. 2.5)', '-1 given'],
+            ],
+            'fork with a softTimeout longer than its timeout' => [
+                fn () => \Forklift\fork(fn () => 1, softTimeout: 2, timeout: 1),
+                $invalid, ['Forklift\fork(): softTimeout: (2 s) must be shorter than timeout: (1 s)', 'the kill comes later'],
+            ],
+            'fork with a softTimeout equal to its timeout' => [
+                fn () => \Forklift\fork(fn () => 1, softTimeout: 1, timeout: 1),
+                $invalid, ['softTimeout: (1 s) must be shorter than timeout: (1 s)'],
+            ],
+            'fork with a softTimeout of 0' => [
+                fn () => \Forklift\fork(fn () => 1, softTimeout: 0),
+                $invalid, ['Forklift\fork(): $softTimeout must be a finite number of seconds, more than 0', '0 given'],
+            ],
+            'fork with a misspelt named argument' => [
+                fn () => \Forklift\fork(fn () => 1, timout: 1),
+                $invalid, ['Forklift\fork(): unknown named argument $timout', "the job's options are timeout:, grace: and softTimeout:", 'passed by position'],
+            ],
+
+            // timeout(): more than 0 seconds, finite, and a callable
+            'timeout of 0 seconds' => [
+                fn () => \Forklift\timeout(0, fn () => 1),
+                $invalid, ['Forklift\timeout(): argument #1 ($seconds) must be a finite number of seconds, more than 0 and at most 1e9 (e.g. 2.5)', '0 given'],
+            ],
+            'timeout of -1 seconds' => [
+                fn () => \Forklift\timeout(-1, fn () => 1),
+                $invalid, ['Forklift\timeout(): argument #1 ($seconds) must be a finite number of seconds, more than 0', '-1 given'],
+            ],
+            'timeout of NAN seconds' => [
+                fn () => \Forklift\timeout(NAN, fn () => 1),
+                $invalid, ['Forklift\timeout(): argument #1 ($seconds) must be a finite number of seconds, more than 0', 'NaN given'],
+            ],
+            'timeout of INF seconds' => [
+                fn () => \Forklift\timeout(INF, fn () => 1),
+                $invalid, ['Forklift\timeout(): argument #1 ($seconds) must be a finite number of seconds, more than 0', 'inf given'],
+            ],
+            'timeout of an undefined function name' => [
+                fn () => \Forklift\timeout(1, 'nope'),
+                $invalid, ['Forklift\timeout(): argument #2 ($fn)', self::CALLABLE_HINT, 'string "nope" given'],
+            ],
+            'timeout with a string of seconds' => [
+                fn () => \Forklift\timeout('x', fn () => 1),
+                \TypeError::class, ['seconds'],
+            ],
+
             // Process::signal(): a signal number
             'signal 0' => [
                 fn (Process $p) => $p->signal(0),
@@ -418,7 +490,9 @@ final class BadInputTest extends TestCase
             pcntl_async_signals(true);
             pcntl_signal(SIGRTMIN + 1, fn () => exit(7));
             fwrite($hold, 'r');
-            fread($hold, 1); // interrupted by the signal
+            // A signal ends sleep() early; a blocking fread() would go on waiting for the rest of
+            // default_socket_timeout (60 s) before the handler got to run.
+            sleep(30);
             return 'not reached';
         });
         $this->assertSame('r', fread($release, 1));
