@@ -14,6 +14,7 @@
  * usage: php -d extension=target/release/libforklift.so bench/pool.php
  * env:   BENCH_POOL_TASKS (default 20000)  BENCH_POOL_WORKERS (default 4)
  *        BENCH_POOL_ROUNDS (default 3)     BENCH_POOL_DEPTH (default 1)
+ *        BENCH_POOL_PREFETCH (default 8): the second Forklift run's prefetch: (tasks per worker at once)
  * prints: forklift_tasks_per_s=<n> pcntl_tasks_per_s=<n> ratio=<forklift/pcntl>, then a table row.
  * Informational: speed is not asserted. Exits 1 when a run gives a wrong result, 3 when
  * Forklift\Pool or pcntl is not available.
@@ -41,9 +42,9 @@ function fail(string $why): never
 }
 
 /** @return float tasks per second through Forklift\Pool */
-function run_forklift(int $workers, int $tasks): float
+function run_forklift(int $workers, int $tasks, int $prefetch = 1): float
 {
-    $pool = new Forklift\Pool(fn (int $x) => $x * 2, workers: $workers, queueSize: 1000, name: 'bench');
+    $pool = new Forklift\Pool(fn (int $x) => $x * 2, workers: $workers, queueSize: 1000, name: 'bench', prefetch: $prefetch);
     $sum = 0;
     $done = 0;
     $bad = 0;
@@ -238,15 +239,22 @@ $workers = env_int('BENCH_POOL_WORKERS', 4, 1);
 $rounds = env_int('BENCH_POOL_ROUNDS', 3, 1);
 $depth = env_int('BENCH_POOL_DEPTH', 1, 1);
 
-$best = ['forklift' => 0.0, 'pcntl' => 0.0];
+$prefetch = env_int('BENCH_POOL_PREFETCH', 8, 1);
+
+$best = ['forklift' => 0.0, 'prefetch' => 0.0, 'pcntl' => 0.0];
 for ($r = 0; $r < $rounds; $r++) {
     $best['forklift'] = max($best['forklift'], run_forklift($workers, $tasks));
+    $best['prefetch'] = max($best['prefetch'], run_forklift($workers, $tasks, $prefetch));
     $best['pcntl'] = max($best['pcntl'], run_pcntl($workers, $tasks, $depth));
 }
 $ratio = $best['forklift'] / $best['pcntl'];
+$ratioPrefetch = $best['prefetch'] / $best['pcntl'];
 
-printf("forklift_tasks_per_s=%.0f pcntl_tasks_per_s=%.0f ratio=%.2f\n", $best['forklift'], $best['pcntl'], $ratio);
 printf(
-    "pool  tasks=%d workers=%d depth=%d rounds=%d | forklift %.0f/s | pcntl %.0f/s | forklift/pcntl %.2f (best round each; informational)\n",
-    $tasks, $workers, $depth, $rounds, $best['forklift'], $best['pcntl'], $ratio
+    "forklift_tasks_per_s=%.0f forklift_prefetch_tasks_per_s=%.0f pcntl_tasks_per_s=%.0f ratio=%.2f ratio_prefetch=%.2f\n",
+    $best['forklift'], $best['prefetch'], $best['pcntl'], $ratio, $ratioPrefetch
+);
+printf(
+    "pool  tasks=%d workers=%d pcntl-depth=%d rounds=%d | forklift %.0f/s (x%.2f) | forklift prefetch:%d %.0f/s (x%.2f) | pcntl %.0f/s (best round each; goal >= 2x; informational)\n",
+    $tasks, $workers, $depth, $rounds, $best['forklift'], $ratio, $prefetch, $best['prefetch'], $ratioPrefetch, $best['pcntl']
 );

@@ -165,4 +165,22 @@ else
 fi
 echo "(latency = how long past the deadline; informational, speed is not asserted)"
 
+# Pool throughput: bench/pool.php against a hand-written pcntl prefork pool (exit 3: not available).
+echo
+if [[ $HAVE_EXT -eq 1 ]]; then
+    say "pool: tiny tasks through Forklift\\Pool (prefetch 1 and ${BENCH_POOL_PREFETCH:-8}) and a raw-pcntl prefork pool ..."
+    set +e
+    php -d "extension=$EXT" bench/pool.php 2>"$ERRF"
+    rc=$?
+    set -e
+    if [[ $rc -eq 3 ]]; then
+        say "pool: not available: $(tr '\n' ' ' <"$ERRF")"
+    elif [[ $rc -ne 0 ]]; then
+        say "pool: FAILED (exit $rc): $(tr '\n' ' ' <"$ERRF")"
+        FAILED=1
+    fi
+else
+    say "pool: n/a (no extension)"
+fi
+
 exit "$FAILED"

@@ -45,6 +45,10 @@ pub struct Config {
     pub retries: u32,
     /// Tasks that may wait for a worker.
     pub queue_size: usize,
+    /// Tasks handed to a worker at once: 1 runs one at a time; more keep the next ones in the
+    /// worker's socket so that it never waits for the parent between tasks (throughput), at the
+    /// cost of those tasks waiting behind a slow one there.
+    pub prefetch: usize,
     /// Workers in a row that may die before they are ready before the pool gives up.
     pub max_start_failures: u32,
 }
@@ -134,6 +138,8 @@ struct Worker {
     state: State,
     since: Instant,
     running: Option<Running>,
+    /// Tasks sent after `running`, not begun yet (see `Config::prefetch`).
+    prefetched: VecDeque<Pending>,
     /// Messages outside any task (errors of the start hook, its failure).
     loose: Vec<Message>,
     tasks_done: u64,
@@ -224,9 +230,14 @@ impl Pool {
         self.workers.iter().filter(|w| w.running.is_some()).count()
     }
 
+    /// Tasks sent to workers and not begun yet.
+    fn prefetched(&self) -> usize {
+        self.workers.iter().map(|w| w.prefetched.len()).sum()
+    }
+
     /// Whether every accepted task has finished (and been taken with `take_finished`).
     pub fn idle(&self) -> bool {
-        self.queue.is_empty() && self.running() == 0
+        self.queue.is_empty() && self.running() == 0 && self.prefetched() == 0
     }
 
     pub fn stopped(&self) -> Option<&str> {
@@ -305,6 +316,7 @@ impl Pool {
                 state: State::Starting,
                 since: now,
                 running: None,
+                prefetched: VecDeque::new(),
                 loose: Vec::new(),
                 tasks_done: 0,
                 rss: 0,
@@ -317,36 +329,48 @@ impl Pool {
     }
 
     fn dispatch(&mut self) -> Result<()> {
+        let prefetch = self.config.prefetch.max(1);
         for w in self.workers.iter_mut() {
-            if w.state != State::Idle || w.due_for_recycling(&self.config) {
+            if !matches!(w.state, State::Idle | State::Busy) || w.due_for_recycling(&self.config) {
                 continue;
             }
-            let Some(task) = self.queue.pop_front() else {
-                break;
-            };
-            let msg = Message::Task {
-                id: task.id,
-                format: task.format,
-                bytes: task.bytes.clone(),
-            };
-            if w.job.send(&msg).is_err() {
-                // The worker is going away; its death is handled in the wait below.
-                self.queue.push_front(task);
-                w.state = State::Stopping;
-                continue;
+            while w.running.is_some() as usize + w.prefetched.len() < prefetch {
+                let Some(task) = self.queue.pop_front() else {
+                    return Ok(());
+                };
+                let msg = Message::Task {
+                    id: task.id,
+                    format: task.format,
+                    bytes: task.bytes.clone(),
+                };
+                if w.job.send(&msg).is_err() {
+                    // The worker is going away; its death is handled in the wait below.
+                    self.queue.push_front(task);
+                    w.state = State::Stopping;
+                    break;
+                }
+                if w.running.is_none() {
+                    Self::begin(w, task);
+                } else {
+                    w.prefetched.push_back(task);
+                }
             }
-            w.state = State::Busy;
-            w.since = Instant::now();
-            w.running = Some(Running {
-                task,
-                started: w.since,
-                started_ns: sys::monotonic_ns(),
-                messages: Vec::new(),
-                term_sent: None,
-                kill_sent: false,
-            });
         }
         Ok(())
+    }
+
+    /// Worker `w` begins `task` now.
+    fn begin(w: &mut Worker, task: Pending) {
+        w.state = State::Busy;
+        w.since = Instant::now();
+        w.running = Some(Running {
+            task,
+            started: w.since,
+            started_ns: sys::monotonic_ns(),
+            messages: Vec::new(),
+            term_sent: None,
+            kill_sent: false,
+        });
     }
 
     fn recycle(&mut self) {
@@ -475,6 +499,9 @@ impl Pool {
                     );
                     // The worker did not exit: there is no exit code to tell.
                     report.exit_code = None;
+                    if let Some(next) = w.prefetched.pop_front() {
+                        Self::begin(w, next);
+                    }
                     self.finish(run.task, report);
                 }
                 other => match &mut w.running {
@@ -537,6 +564,10 @@ impl Pool {
         self.route(i, raw.messages);
         let mut w = self.workers.swap_remove(i);
         let pid = w.job.pid();
+        // Tasks it had been sent but not begun go back to the front of the queue, in order.
+        while let Some(task) = w.prefetched.pop_back() {
+            self.queue.push_front(task);
+        }
         match w.running.take() {
             Some(run) => {
                 let timed_out = run.term_sent.map(|_| run.kill_sent);
@@ -636,6 +667,11 @@ impl Pool {
     /// told to stop. Call `turn` until `workers_left` is 0.
     pub fn close(&mut self, kill: bool) -> Vec<Unrun> {
         self.closing = true;
+        if kill {
+            for w in self.workers.iter_mut() {
+                self.queue.extend(w.prefetched.drain(..));
+            }
+        }
         let back = self
             .queue
             .drain(..)

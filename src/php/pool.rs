@@ -177,7 +177,8 @@ impl Pool {
         retries = 0,
         queueSize = 1000,
         blockWhenFull = true,
-        name = "\"pool\""
+        name = "\"pool\"",
+        prefetch = 1
     ))]
     pub fn __construct(
         handler: &Zval,
@@ -195,6 +196,7 @@ impl Pool {
         blockWhenFull: bool,
         onWorkerStart: Option<&Zval>,
         name: String,
+        prefetch: i64,
     ) -> PhpResult<Self> {
         const W: &str = "Forklift\\Pool";
         args::callable(handler, &format!("{W}: argument #1 ($handler)"))?;
@@ -249,6 +251,15 @@ impl Pool {
             idle_ttl: idle_ttl.map(Duration::from_secs_f64),
             retries,
             queue_size,
+            prefetch: match prefetch {
+                1..=1024 => prefetch as usize,
+                _ => {
+                    return Err(invalid(format!(
+                        "{W}: $prefetch must be 1 to 1024 (tasks handed to a worker at once), \
+                         {prefetch} given"
+                    )))
+                }
+            },
             max_start_failures: 5,
         };
         let setup = Setup {
@@ -575,6 +586,9 @@ impl Task {
     }
 }
 
+/// How stale a busy worker's title may get while it runs tasks back to back.
+const TITLE_EVERY: Duration = Duration::from_millis(10);
+
 fn set_title(setup: &Setup, number: usize, what: &str) {
     if let Ok(f) = ZendCallable::try_from_name("cli_set_process_title") {
         let title = format!("forklift: {} #{number} {what}", setup.name);
@@ -605,14 +619,22 @@ fn worker_main(end: crate::core::process::ChildEnd, setup: &Setup, number: usize
     }
     blackbox::send(Message::Ready);
     let (mut cpu_before, _) = sys::usage_self();
+    let mut title_set = Instant::now();
+    let mut was_idle = true;
     loop {
         // Under load the next task is already there: say "idle" only when we will wait.
         if !rx.has_pending() {
             set_title(setup, number, "idle");
+            was_idle = true;
         }
         match rx.next() {
             Some(Message::Task { id, format, bytes }) => {
-                set_title(setup, number, &format!("task {id}"));
+                // Back to back tasks update the title at most every TITLE_EVERY: it is a PHP call.
+                if title_set.elapsed() >= TITLE_EVERY || was_idle {
+                    set_title(setup, number, &format!("task {id}"));
+                    title_set = Instant::now();
+                }
+                was_idle = false;
                 blackbox::begin_task();
                 zend::reset_peak_memory();
                 let ending = match values::unserialize(format, &bytes) {

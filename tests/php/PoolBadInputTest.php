@@ -37,6 +37,7 @@ final class PoolBadInputTest extends TestCase
             'an empty name' => [fn () => new Pool($id, name: ''), $invalid, ['$name must be 1 to 64 characters']],
             'ttl 0' => [fn () => new Pool($id, ttl: 0.0), $invalid, ['$ttl must be a finite number of seconds, more than 0', '0 given']],
             'idleTtl INF' => [fn () => new Pool($id, idleTtl: INF), $invalid, ['$idleTtl must be a finite number of seconds', 'inf given']],
+            'prefetch 0' => [fn () => new Pool($id, prefetch: 0), $invalid, ['$prefetch must be 1 to 1024 (tasks handed to a worker at once), 0 given']],
             'workers as a string' => [fn () => new Pool($id, workers: '4'), \TypeError::class, ['workers']],
         ];
     }

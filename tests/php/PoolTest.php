@@ -887,4 +887,39 @@ final class PoolTest extends TestCase
         sort($zombies);
         return $zombies;
     }
+
+    public function test_with_prefetch_tasks_behind_a_crashed_one_go_back_to_the_queue_and_run(): void
+    {
+        $pool = $this->pool = new Pool(function (string $what) {
+            if ($what === 'crash') {
+                posix_kill(getmypid(), SIGKILL);
+            }
+            return $what . ':' . getmypid();
+        }, workers: 1, prefetch: 4);
+        $warm = $pool->submit('warm')->wait();
+        $tasks = [$pool->submit('crash'), $pool->submit('a'), $pool->submit('b'), $pool->submit('c')];
+        $this->assertSame('signal', $tasks[0]->wait()->outcome());
+        foreach (array_slice($tasks, 1) as $t) {
+            $r = $t->wait();
+            $this->assertSame('ok', $r->outcome());
+            $this->assertSame(1, $r->attempts(), 'a prefetched task that never began is not a retry');
+        }
+        $this->assertStringStartsWith('a:', $tasks[1]->wait()->value());
+        $this->assertNotSame(explode(':', $warm->value())[1], explode(':', $tasks[1]->wait()->value())[1], 'they ran on the new worker');
+    }
+
+    public function test_kill_hands_back_prefetched_tasks_that_had_not_begun(): void
+    {
+        [$release, $workerEnd] = $this->socketPair();
+        $pool = new Pool(fn (string $what) => $what === 'block' ? fgets($workerEnd) : $what, workers: 1, prefetch: 3);
+        $pool->submit('warm')->wait();
+        $blocked = $pool->submit('block');
+        $behind = [$pool->submit('x'), $pool->submit('y')];
+        $this->runPoolUntil($pool, $blocked, fn () => $pool->stats()['running'] === 1, 'the blocking task to run');
+        $back = $pool->kill();
+        $this->assertSame('signal', $blocked->wait()->outcome());
+        $this->assertSame(['x', 'y'], array_values($back));
+        $this->assertSame([$behind[0]->id(), $behind[1]->id()], array_keys($back));
+        fclose($release);
+    }
 }
