@@ -334,21 +334,31 @@ impl Pool {
             if !matches!(w.state, State::Idle | State::Busy) || w.due_for_recycling(&self.config) {
                 continue;
             }
-            while w.running.is_some() as usize + w.prefetched.len() < prefetch {
-                let Some(task) = self.queue.pop_front() else {
-                    return Ok(());
-                };
+            // All the tasks this worker gets now go in one write.
+            let room = prefetch.saturating_sub(w.running.is_some() as usize + w.prefetched.len());
+            let take = room.min(self.queue.len());
+            if take == 0 {
+                continue;
+            }
+            let tasks: Vec<Pending> = self.queue.drain(..take).collect();
+            let mut frames = Vec::new();
+            for t in &tasks {
                 let msg = Message::Task {
-                    id: task.id,
-                    format: task.format,
-                    bytes: task.bytes.clone(),
+                    id: t.id,
+                    format: t.format,
+                    bytes: t.bytes.clone(),
                 };
-                if w.job.send(&msg).is_err() {
-                    // The worker is going away; its death is handled in the wait below.
-                    self.queue.push_front(task);
-                    w.state = State::Stopping;
-                    break;
+                frames.extend_from_slice(&msg.encode());
+            }
+            if w.job.send_frames(&frames).is_err() {
+                // The worker is going away; its death is handled in the wait below.
+                for t in tasks.into_iter().rev() {
+                    self.queue.push_front(t);
                 }
+                w.state = State::Stopping;
+                continue;
+            }
+            for task in tasks {
                 if w.running.is_none() {
                     Self::begin(w, task);
                 } else {

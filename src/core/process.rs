@@ -485,11 +485,16 @@ impl Job {
 
     /// Sends a message to the child (a pool worker waiting for it). Waits while the socket is full.
     pub(crate) fn send(&self, msg: &Message) -> Result<()> {
+        self.send_frames(&msg.encode())
+    }
+
+    /// Sends frames made by [`Message::encode`], in one write where the socket takes them.
+    pub(crate) fn send_frames(&self, frames: &[u8]) -> Result<()> {
         let inbox = self.inbox.borrow();
         let Some(fd) = inbox.fd() else {
             return Err(Error::Channel("the worker's channel is closed".into()));
         };
-        sys::send_waiting(fd, &msg.encode()).map_err(|e| Error::sys("send", e))
+        sys::send_waiting(fd, frames).map_err(|e| Error::sys("send", e))
     }
 
     /// Sends `sig` to the child's whole process group. Only before `reap`/`finish`: until then
