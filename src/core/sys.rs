@@ -167,16 +167,28 @@ pub fn poll_readable(
         })
         .collect();
     loop {
-        let timeout = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so that we never wake a hair early and spin.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        // ppoll takes nanoseconds: a deadline is kept to the microsecond, not rounded up to the
+        // next millisecond as poll(2) would.
+        let left = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            libc::timespec {
+                tv_sec: left.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: left.subsec_nanos() as libc::c_long,
             }
+        });
+        let ts = left
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: pfds is a valid array of pfds.len() pollfd structs and ts null or a valid
+        // timespec, both for the whole call; a null sigmask leaves the mask as it is.
+        let r = unsafe {
+            libc::ppoll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                ts,
+                std::ptr::null(),
+            )
         };
-        // SAFETY: pfds is a valid array of pfds.len() pollfd structs for the whole call.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if r < 0 {
             match Errno::last() {
                 Errno::EINTR => continue,
