@@ -6,6 +6,7 @@ namespace Forklift\Tests;
 
 use Forklift\JobResult;
 use Forklift\Pool;
+use Forklift\Tests\Support\Procfs;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -97,15 +98,15 @@ final class ChaosTest extends TestCase
         $after = $pool->submit(['i' => $count, 'fate' => 'ok'])->wait();
         $this->assertSame([3 * $count, $after->pid()], $after->value());
         $this->assertSame('ok', \Forklift\fork(fn () => 'parent fine')->wait()->outcome());
-        $this->assertSame([], $this->zombieChildren(), 'zombie children of the test process while the pool runs');
+        $this->assertSame([], Procfs::zombieChildren(), 'zombie children of the test process while the pool runs');
 
         array_push($workerPids, ...array_column($pool->stats()['workers'], 'pid'));
         $this->assertSame([], $pool->shutdown());
 
-        $this->assertSame([], $this->zombieChildren(), 'zombie children after shutdown');
+        $this->assertSame([], Procfs::zombieChildren(), 'zombie children after shutdown');
         $alive = [];
         foreach (array_unique($workerPids) as $pid) {
-            $stat = $this->stat($pid);
+            $stat = Procfs::stat($pid);
             if ($stat !== null && ($stat['ppid'] === getmypid() || str_contains($this->cmdline($pid), "forklift: $name "))) {
                 $alive[] = "$pid ({$stat['state']}): " . $this->cmdline($pid);
             }
@@ -159,35 +160,9 @@ final class ChaosTest extends TestCase
         return $ok ? null : ($r->ok() ? 'ok: ' . json_encode($r->value()) : $got);
     }
 
-    /** @return array{state: string, ppid: int}|null from /proc/PID/stat; null once the pid is gone */
-    private function stat(int $pid): ?array
-    {
-        $stat = @file_get_contents("/proc/$pid/stat");
-        if ($stat === false) {
-            return null;
-        }
-        // The command name may contain spaces and parentheses: fields start after the last ')'.
-        $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
-        return ['state' => $fields[0], 'ppid' => (int) $fields[1]];
-    }
-
     private function cmdline(int $pid): string
     {
         return str_replace("\0", ' ', (string) @file_get_contents("/proc/$pid/cmdline"));
-    }
-
-    /** @return list<int> children of this process that have exited and not been reaped */
-    private function zombieChildren(): array
-    {
-        $zombies = [];
-        foreach (glob('/proc/[0-9]*/stat') as $file) {
-            $pid = (int) basename(dirname($file));
-            $stat = $this->stat($pid);
-            if ($stat !== null && $stat['ppid'] === getmypid() && $stat['state'] === 'Z') {
-                $zombies[] = $pid;
-            }
-        }
-        return $zombies;
     }
 
     /** @return list<string> live processes whose title contains `$title` */

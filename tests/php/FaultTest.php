@@ -3,6 +3,7 @@
 namespace Forklift\Tests;
 
 use Forklift\Process;
+use Forklift\Tests\Support\Procfs;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -25,7 +26,7 @@ final class FaultTest extends TestCase
     {
         // Only for a test that failed half-way: end what it started, by pid.
         foreach ($this->reportedPids as $pid) {
-            if ($this->isAlive($pid)) {
+            if (Procfs::isAlive($pid)) {
                 posix_kill($pid, SIGKILL);
             }
         }
@@ -94,10 +95,10 @@ final class FaultTest extends TestCase
 
         $this->assertCount(20, array_unique($this->reportedPids));
         foreach ($pairs as [$child, $grandchild]) {
-            $this->assertTrue($this->isAlive($child), "job $child runs: " . $this->describe($child));
-            $this->assertTrue($this->isAlive($grandchild), "grandchild $grandchild runs: " . $this->describe($grandchild));
-            $this->assertSame($parentPid, $this->stat($child)['ppid'], "job $child is a child of the parent");
-            $this->assertSame($child, $this->stat($grandchild)['ppid'], "grandchild $grandchild is a child of job $child");
+            $this->assertTrue(Procfs::isAlive($child), "job $child runs: " . Procfs::describe($child));
+            $this->assertTrue(Procfs::isAlive($grandchild), "grandchild $grandchild runs: " . Procfs::describe($grandchild));
+            $this->assertSame($parentPid, Procfs::stat($child)['ppid'], "job $child is a child of the parent");
+            $this->assertSame($child, Procfs::stat($grandchild)['ppid'], "grandchild $grandchild is a child of job $child");
         }
 
         $this->assertTrue(posix_kill($parentPid, SIGKILL));
@@ -106,10 +107,10 @@ final class FaultTest extends TestCase
         $this->assertTrue(pcntl_wifsignaled($status));
         $this->assertSame(SIGKILL, pcntl_wtermsig($status));
 
-        $survivors = $this->waitUntilAllGone($this->reportedPids, 1.0);
+        $survivors = Procfs::waitUntilAllGone($this->reportedPids, 1.0);
         $this->assertSame(
             [],
-            array_map(fn (int $pid) => $this->describe($pid), $survivors),
+            array_map(fn (int $pid) => Procfs::describe($pid), $survivors),
             'no job or grandchild outlives a parent killed with SIGKILL'
         );
     }
@@ -164,14 +165,14 @@ final class FaultTest extends TestCase
 
         // Dropped jobs are reaped at the next Forklift call once they have exited: wait for the
         // exits (a zombie or no entry at all), then make that call.
-        $this->assertSame([], $this->waitUntilAllGone($dropped, 5.0), 'every dropped job has exited');
+        $this->assertSame([], Procfs::waitUntilAllGone($dropped, 5.0), 'every dropped job has exited');
         $this->assertSame(1, \Forklift\fork(fn () => 1)->wait()->value());
 
-        $this->assertSame([], $this->zombieChildren(), 'zombie children of the test process');
+        $this->assertSame([], Procfs::zombieChildren(), 'zombie children of the test process');
         foreach ($dropped as $pid) {
-            $stat = $this->stat($pid);
+            $stat = Procfs::stat($pid);
             // Gone, or its pid already reused by a process that is not our child.
-            $this->assertTrue($stat === null || $stat['ppid'] !== getmypid(), "dropped job $pid has been reaped: " . $this->describe($pid));
+            $this->assertTrue($stat === null || $stat['ppid'] !== getmypid(), "dropped job $pid has been reaped: " . Procfs::describe($pid));
         }
     }
 
@@ -304,67 +305,6 @@ final class FaultTest extends TestCase
             }
         }
         return $sockets;
-    }
-
-    /** @return array{state: string, ppid: int}|null from /proc/PID/stat; null once the pid is gone */
-    private function stat(int $pid): ?array
-    {
-        $stat = @file_get_contents("/proc/$pid/stat");
-        if ($stat === false) {
-            return null;
-        }
-        // The command name may contain spaces and parentheses: fields start after the last ')'.
-        $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
-        return ['state' => $fields[0], 'ppid' => (int) $fields[1]];
-    }
-
-    /** Running, sleeping or stopped: anything but a zombie or no process at all. */
-    private function isAlive(int $pid): bool
-    {
-        $stat = $this->stat($pid);
-        return $stat !== null && $stat['state'] !== 'Z' && $stat['state'] !== 'X';
-    }
-
-    private function describe(int $pid): string
-    {
-        $stat = $this->stat($pid);
-        return $stat === null ? "$pid gone" : "$pid state {$stat['state']} ppid {$stat['ppid']}";
-    }
-
-    /**
-     * Waits for the event "every pid has exited" (zombie or gone) until `$seconds` pass.
-     * These pids are not this process's children (or are owned by Forklift), so there is no fd to
-     * wait on: check /proc, pausing a millisecond between checks rather than spinning.
-     *
-     * @param list<int> $pids
-     * @return list<int> the pids still alive at the deadline
-     */
-    private function waitUntilAllGone(array $pids, float $seconds): array
-    {
-        $deadline = microtime(true) + $seconds;
-        do {
-            $alive = array_values(array_filter($pids, fn (int $pid) => $this->isAlive($pid)));
-            if ($alive === []) {
-                return [];
-            }
-            usleep(1000);
-        } while (microtime(true) < $deadline);
-        return $alive;
-    }
-
-    /** @return list<string> zombies whose parent is this process */
-    private function zombieChildren(): array
-    {
-        $me = getmypid();
-        $zombies = [];
-        foreach (glob('/proc/[0-9]*/stat') as $file) {
-            $pid = (int) basename(dirname($file));
-            $stat = $this->stat($pid);
-            if ($stat !== null && $stat['ppid'] === $me && $stat['state'] === 'Z') {
-                $zombies[] = $this->describe($pid);
-            }
-        }
-        return $zombies;
     }
 
     /** The extension this process has loaded, as the kernel mapped it. */

@@ -10,6 +10,7 @@ use Forklift\PoolException;
 use Forklift\PoolFullException;
 use Forklift\Task;
 use Forklift\TimeoutException;
+use Forklift\Tests\Support\Procfs;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -748,7 +749,7 @@ final class PoolTest extends TestCase
 
     public function test_nothing_is_left_behind_after_shutdown(): void
     {
-        $zombiesBefore = $this->zombieChildren();
+        $zombiesBefore = Procfs::zombieChildren();
         $pool = $this->pool = new Pool(function (string $what) {
             if ($what === 'die') {
                 posix_kill(getmypid(), SIGKILL);
@@ -770,11 +771,11 @@ final class PoolTest extends TestCase
 
         $this->assertSame([], $pool->stats()['workers']);
         foreach (array_unique($pids) as $pid) {
-            $stat = $this->stat($pid);
+            $stat = Procfs::stat($pid);
             $this->assertTrue($stat === null || $stat['ppid'] !== getmypid(), "worker $pid is gone and reaped");
             $this->assertStringNotContainsString('forklift: pool', (string) @file_get_contents("/proc/$pid/cmdline"), "worker $pid is not orphaned");
         }
-        $this->assertSame($zombiesBefore, $this->zombieChildren(), 'no new zombie children');
+        $this->assertSame($zombiesBefore, Procfs::zombieChildren(), 'no new zombie children');
     }
 
     /** Both ends of a new socket pair; make it before the pool so that its workers inherit it. */
@@ -859,33 +860,6 @@ final class PoolTest extends TestCase
         $units = ['K' => 1 << 10, 'M' => 1 << 20, 'G' => 1 << 30];
         $unit = strtoupper(substr($ini, -1));
         return isset($units[$unit]) ? (int) $ini * $units[$unit] : (int) $ini;
-    }
-
-    /** @return array{state: string, ppid: int}|null from /proc/PID/stat; null once the pid is gone */
-    private function stat(int $pid): ?array
-    {
-        $stat = @file_get_contents("/proc/$pid/stat");
-        if ($stat === false) {
-            return null;
-        }
-        // The command name may contain spaces and parentheses: fields start after the last ')'.
-        $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
-        return ['state' => $fields[0], 'ppid' => (int) $fields[1]];
-    }
-
-    /** @return list<int> children of this process that have exited and not been reaped */
-    private function zombieChildren(): array
-    {
-        $zombies = [];
-        foreach (glob('/proc/[0-9]*/stat') as $file) {
-            $pid = (int) basename(dirname($file));
-            $stat = $this->stat($pid);
-            if ($stat !== null && $stat['ppid'] === getmypid() && $stat['state'] === 'Z') {
-                $zombies[] = $pid;
-            }
-        }
-        sort($zombies);
-        return $zombies;
     }
 
     public function test_with_prefetch_tasks_behind_a_crashed_one_go_back_to_the_queue_and_run(): void

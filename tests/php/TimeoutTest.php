@@ -6,6 +6,7 @@ namespace Forklift\Tests;
 
 use Forklift\ForkliftException;
 use Forklift\TimeoutException;
+use Forklift\Tests\Support\Procfs;
 use PHPUnit\Framework\TestCase;
 
 use function Forklift\fork;
@@ -30,7 +31,7 @@ final class TimeoutTest extends TestCase
     protected function tearDown(): void
     {
         foreach ($this->strays as $pid) {
-            if ($this->isAlive($pid)) {
+            if (Procfs::isAlive($pid)) {
                 posix_kill($pid, SIGKILL);
             }
         }
@@ -154,12 +155,12 @@ final class TimeoutTest extends TestCase
         $this->assertSame(1, preg_match('/^grandchild (\d+)$/', $line, $m), "the grandchild reported: '$line'");
         $grandchild = (int) $m[1];
         $this->strays[] = $grandchild;
-        $this->assertTrue($this->isAlive($grandchild), $this->describe($grandchild));
-        $this->assertSame($p->pid(), $this->stat($grandchild)['ppid'], 'it is a child of the job');
+        $this->assertTrue(Procfs::isAlive($grandchild), Procfs::describe($grandchild));
+        $this->assertSame($p->pid(), Procfs::stat($grandchild)['ppid'], 'it is a child of the job');
 
         $r = $p->wait();
         $this->assertSame('timeout', $r->outcome(), (string) $r);
-        $this->assertSame([], $this->waitUntilAllGone([$grandchild], 5.0), 'grandchild: ' . $this->describe($grandchild));
+        $this->assertSame([], Procfs::waitUntilAllGone([$grandchild], 5.0), 'grandchild: ' . Procfs::describe($grandchild));
         fclose($testEnd);
     }
 
@@ -185,7 +186,7 @@ final class TimeoutTest extends TestCase
         $asked = fork(fn () => 'done', timeout: 0.2);
         // Both exit at once (our unreaped children: zombies). The parent makes no Forklift call
         // until both deadlines have passed: it keeps deadlines only inside one.
-        $this->assertSame([], $this->waitUntilAllGone([$waited->pid(), $asked->pid()], 10.0), 'both jobs exited');
+        $this->assertSame([], Procfs::waitUntilAllGone([$waited->pid(), $asked->pid()], 10.0), 'both jobs exited');
         $left = $started + 300_000_000 - hrtime(true);
         if ($left > 0) {
             usleep(intdiv($left, 1000)); // Not a synchronisation: the deadline passing is the point.
@@ -559,47 +560,4 @@ final class TimeoutTest extends TestCase
         return array_map('intval', $m[1]);
     }
 
-    /** @return array{state: string, ppid: int}|null from /proc/PID/stat; null once the pid is gone */
-    private function stat(int $pid): ?array
-    {
-        $stat = @file_get_contents("/proc/$pid/stat");
-        if ($stat === false) {
-            return null;
-        }
-        $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
-        return ['state' => $fields[0], 'ppid' => (int) $fields[1]];
-    }
-
-    /** Running, sleeping or stopped: anything but a zombie or no process at all. */
-    private function isAlive(int $pid): bool
-    {
-        $stat = $this->stat($pid);
-        return $stat !== null && $stat['state'] !== 'Z' && $stat['state'] !== 'X';
-    }
-
-    private function describe(int $pid): string
-    {
-        $stat = $this->stat($pid);
-        return $stat === null ? "$pid gone" : "$pid state {$stat['state']} ppid {$stat['ppid']}";
-    }
-
-    /**
-     * Waits for the event "every pid has exited" (zombie or gone) until `$seconds` pass. These
-     * pids are not our children, so there is no fd to wait on: check /proc every millisecond.
-     *
-     * @param list<int> $pids
-     * @return list<int> the pids still alive at the deadline
-     */
-    private function waitUntilAllGone(array $pids, float $seconds): array
-    {
-        $deadline = hrtime(true) + (int) ($seconds * 1e9);
-        do {
-            $alive = array_values(array_filter($pids, fn (int $pid) => $this->isAlive($pid)));
-            if ($alive === []) {
-                return [];
-            }
-            usleep(1000);
-        } while (hrtime(true) < $deadline);
-        return $alive;
-    }
 }

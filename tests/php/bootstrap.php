@@ -1,0 +1,4 @@
+<?php
+
+// Test support shared by the suites; no autoloader is needed for it.
+require __DIR__ . '/Support/Procfs.php';
