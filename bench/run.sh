@@ -146,41 +146,34 @@ echo "       a/b' compares with the fastest hand-written pcntl, whose child skip
 printf '%s\n' "${GOALS[@]}"
 echo "(per_op = fork -> value back -> child reaped; informational, speed is not asserted)"
 
-# Timeout latency: bench/timeouts.php prints its own table (exit 3: timeouts not available).
-echo
-if [[ $HAVE_EXT -eq 1 ]]; then
-    say "timeouts: $TIMEOUT_KILL jobs killed at their timeout, $TIMEOUT_INPROC in-process timeouts each ..."
+# section <name> <what it does> <script> [args...]: runs a bench script that prints its own table
+# (exit 3: not available, which is not a failure).
+section() {
+    local name=$1 what=$2 rc
+    shift 2
+    echo
+    if [[ $HAVE_EXT -ne 1 ]]; then
+        say "$name: n/a (no extension)"
+        return 0
+    fi
+    say "$name: $what ..."
     set +e
-    php -d "extension=$EXT" bench/timeouts.php "$TIMEOUT_KILL" "$TIMEOUT_INPROC" 2>"$ERRF"
+    php -d "extension=$EXT" "$@" 2>"$ERRF"
     rc=$?
     set -e
     if [[ $rc -eq 3 ]]; then
-        say "timeouts: not available: $(tr '\n' ' ' <"$ERRF")"
+        say "$name: not available: $(tr '\n' ' ' <"$ERRF")"
     elif [[ $rc -ne 0 ]]; then
-        say "timeouts: FAILED (exit $rc): $(tr '\n' ' ' <"$ERRF")"
+        say "$name: FAILED (exit $rc): $(tr '\n' ' ' <"$ERRF")"
         FAILED=1
     fi
-else
-    say "timeouts: n/a (no extension)"
-fi
+}
+
+section timeouts "$TIMEOUT_KILL jobs killed at their timeout, $TIMEOUT_INPROC in-process timeouts each" \
+    bench/timeouts.php "$TIMEOUT_KILL" "$TIMEOUT_INPROC"
 echo "(latency = how long past the deadline; informational, speed is not asserted)"
 
-# Pool throughput: bench/pool.php against a hand-written pcntl prefork pool (exit 3: not available).
-echo
-if [[ $HAVE_EXT -eq 1 ]]; then
-    say "pool: tiny tasks through Forklift\\Pool (prefetch 1 and ${BENCH_POOL_PREFETCH:-8}) and a raw-pcntl prefork pool ..."
-    set +e
-    php -d "extension=$EXT" bench/pool.php 2>"$ERRF"
-    rc=$?
-    set -e
-    if [[ $rc -eq 3 ]]; then
-        say "pool: not available: $(tr '\n' ' ' <"$ERRF")"
-    elif [[ $rc -ne 0 ]]; then
-        say "pool: FAILED (exit $rc): $(tr '\n' ' ' <"$ERRF")"
-        FAILED=1
-    fi
-else
-    say "pool: n/a (no extension)"
-fi
+section pool "tiny tasks through Forklift\\Pool (prefetch 1 and ${BENCH_POOL_PREFETCH:-8}) and a raw-pcntl prefork pool" \
+    bench/pool.php
 
 exit "$FAILED"
