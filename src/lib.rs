@@ -46,6 +46,8 @@ extern "C" fn request_shutdown(_ty: i32, _module: i32) -> i32 {
     // An accepted job is run: jobs whose handles were dropped are waited for, not orphaned.
     core::wait::settle_detached();
     php::hooks::clear();
+    // A timeout() left by a fatal error must not fire in shutdown code or the next request.
+    php::timeout::forget_inherited();
     0
 }
 

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use forklift::core::ipc::Message;
 use forklift::core::outcome::Outcome;
-use forklift::core::process::{fork_job, Forked, Job};
+use forklift::core::process::{fork_job, Forked, Job, Reader};
 use forklift::core::record::{ErrorRecord, E_WARNING};
 use forklift::core::sys;
 use forklift::core::wait::{wait_first, wait_one};
 
 /// Forks a child that runs `body` with its channel fd, then leaves with `_exit(code)`.
 fn spawn(body: impl FnOnce(&forklift::core::process::ChildEnd) -> i32) -> Job {
-    match fork_job(1 << 20, None).expect("fork") {
+    match fork_job(1 << 20, None, Reader::Any).expect("fork") {
         Forked::Parent(job) => job,
         Forked::Child(end) => {
             let code = body(&end);
@@ -131,7 +131,7 @@ fn a_frame_cut_short_by_the_childs_death_is_reported_as_truncated() {
 
 #[test]
 fn an_oversized_frame_fails_the_job_without_reading_it_all() {
-    let mut job = match fork_job(1024, None).unwrap() {
+    let mut job = match fork_job(1024, None, Reader::Any).unwrap() {
         Forked::Parent(job) => job,
         Forked::Child(end) => {
             end.send(&Message::Value {

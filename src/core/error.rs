@@ -16,6 +16,9 @@ pub enum Error {
     },
     /// The channel between a job and its parent carried something that is not a valid frame.
     Channel(String),
+    /// An application callback (a fork hook) threw; its PHP exception is pending and is what the
+    /// caller sees.
+    Hook(&'static str),
     /// A handle was used from a process that does not own the job (e.g. inside a forked child).
     NotOwner { pid: i32, owner: i32, current: i32 },
 }
@@ -31,6 +34,7 @@ impl fmt::Display for Error {
             ),
             Error::System { call, errno } => write!(f, "{call}() failed: {errno}"),
             Error::Channel(msg) => write!(f, "job channel: {msg}"),
+            Error::Hook(msg) => f.write_str(msg),
             Error::NotOwner {
                 pid,
                 owner,

@@ -140,6 +140,9 @@ struct Worker {
     running: Option<Running>,
     /// Tasks sent after `running`, not begun yet (see `Config::prefetch`).
     prefetched: VecDeque<Pending>,
+    /// Frames for the worker its socket has not taken yet: the parent never blocks on a write (a
+    /// busy worker does not read), it finishes them when poll says the socket has room.
+    outbox: Vec<u8>,
     /// Messages outside any task (errors of the start hook, its failure).
     loose: Vec<Message>,
     tasks_done: u64,
@@ -293,8 +296,11 @@ impl Pool {
         if self.stopped.is_some() || (self.closing && self.queue.is_empty()) {
             return Ok(());
         }
-        if self.respawn_at.is_some_and(|t| Instant::now() < t) {
-            return Ok(());
+        match self.respawn_at {
+            Some(t) if Instant::now() < t => return Ok(()),
+            // The backoff is over: no timer left to wake for.
+            Some(_) => self.respawn_at = None,
+            None => {}
         }
         while self.workers.len() < self.config.workers {
             let number = self.next_number;
@@ -317,6 +323,7 @@ impl Pool {
                 since: now,
                 running: None,
                 prefetched: VecDeque::new(),
+                outbox: Vec::new(),
                 loose: Vec::new(),
                 tasks_done: 0,
                 rss: 0,
@@ -350,7 +357,7 @@ impl Pool {
                 };
                 frames.extend_from_slice(&msg.encode());
             }
-            if w.job.send_frames(&frames).is_err() {
+            if !w.post(&frames) {
                 // The worker is going away; its death is handled in the wait below.
                 for t in tasks.into_iter().rev() {
                     self.queue.push_front(t);
@@ -388,7 +395,7 @@ impl Pool {
             if w.state == State::Idle && w.due_for_recycling(&self.config) {
                 w.state = State::Stopping;
                 w.since = Instant::now();
-                if w.job.send(&Message::Stop).is_err() {
+                if !w.post(&Message::Stop.encode()) {
                     w.job.signal_group(Signal::SIGKILL);
                 }
             }
@@ -425,11 +432,16 @@ impl Pool {
         let mut owners = Vec::with_capacity(self.workers.len() * 2);
         for (i, w) in self.workers.iter().enumerate() {
             if let Some(fd) = w.job.channel_fd() {
-                fds.push(fd);
+                let out = if w.outbox.is_empty() {
+                    0
+                } else {
+                    libc::POLLOUT
+                };
+                fds.push((fd, libc::POLLIN | out));
                 owners.push((i, false));
             }
             if let Some(fd) = w.job.pidfd() {
-                fds.push(fd);
+                fds.push((fd, libc::POLLIN));
                 owners.push((i, true));
             }
         }
@@ -441,18 +453,25 @@ impl Pool {
             .min();
         let mut ready = Vec::new();
         if !fds.is_empty() || wake.is_some() {
-            sys::poll_readable(&fds, wake, &mut ready).map_err(|e| Error::sys("poll", e))?;
+            sys::poll_io(&fds, wake, &mut ready).map_err(|e| Error::sys("poll", e))?;
         }
         // Keep the deadlines of this process's other jobs (plain forks) while the pool waits.
         wait::enforce_deadlines();
         let mut exited = vec![false; self.workers.len()];
         for (k, &(i, is_pidfd)) in owners.iter().enumerate() {
-            if !ready.get(k).copied().unwrap_or(false) {
+            let revents = ready.get(k).copied().unwrap_or(0);
+            if revents == 0 {
                 continue;
             }
             if is_pidfd {
                 exited[i] = true;
-            } else {
+                continue;
+            }
+            if revents & libc::POLLOUT != 0 && !self.workers[i].flush() {
+                // Its socket is broken: it is dying, and its death is handled below.
+                self.workers[i].outbox.clear();
+            }
+            if revents & !libc::POLLOUT != 0 {
                 let msgs = self.workers[i].job.take_messages();
                 self.route(i, msgs);
             }
@@ -696,7 +715,7 @@ impl Pool {
                 w.job.signal_group(Signal::SIGKILL);
             } else if matches!(w.state, State::Idle | State::Starting) {
                 w.state = State::Stopping;
-                if w.job.send(&Message::Stop).is_err() {
+                if !w.post(&Message::Stop.encode()) {
                     w.job.signal_group(Signal::SIGKILL);
                 }
             }
@@ -714,7 +733,7 @@ impl Pool {
         for w in self.workers.iter_mut() {
             if w.state == State::Idle {
                 w.state = State::Stopping;
-                if w.job.send(&Message::Stop).is_err() {
+                if !w.post(&Message::Stop.encode()) {
                     w.job.signal_group(Signal::SIGKILL);
                 }
             }
@@ -723,6 +742,26 @@ impl Pool {
 }
 
 impl Worker {
+    /// Queues frames for the worker and writes what its socket takes now. False if it is broken.
+    fn post(&mut self, frames: &[u8]) -> bool {
+        self.outbox.extend_from_slice(frames);
+        self.flush()
+    }
+
+    /// Writes what the socket takes of the outbox, without waiting. False if it is broken.
+    fn flush(&mut self) -> bool {
+        while !self.outbox.is_empty() {
+            match self.job.send_some(&self.outbox) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.outbox.drain(..n);
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     fn due_for_recycling(&self, config: &Config) -> bool {
         let now = Instant::now();
         self.max_jobs.is_some_and(|m| self.tasks_done >= m)

@@ -38,7 +38,16 @@ pub struct Deadline {
     pub grace: Duration,
 }
 
-pub fn fork_job(max_frame: usize, deadline: Option<Deadline>) -> Result<Forked> {
+/// Who reads a job's channel while the process waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// Every wait of the process reads it (plain jobs): see `INBOXES`.
+    Any,
+    /// Only its owner (a pool reads its workers itself, message by message).
+    Owner,
+}
+
+pub fn fork_job(max_frame: usize, deadline: Option<Deadline>, reader: Reader) -> Result<Forked> {
     let (parent_end, child_end) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -92,7 +101,9 @@ pub fn fork_job(max_frame: usize, deadline: Option<Deadline>) -> Result<Forked> 
                 DEADLINES.with(|d| d.set(d.get() + 1));
             }
             let inbox = Rc::new(RefCell::new(inbox));
-            INBOXES.with(|all| all.borrow_mut().push(Rc::downgrade(&inbox)));
+            if reader == Reader::Any {
+                INBOXES.with(|all| all.borrow_mut().push(Rc::downgrade(&inbox)));
+            }
             Ok(Forked::Parent(Job {
                 pid: child,
                 owner: parent,
@@ -164,10 +175,12 @@ impl Inbox {
         if now < due {
             return;
         }
-        // A child that has already exited ended on its own, before anyone looked: no timeout.
+        // A child that has already exited ended on its own, before anyone looked: no timeout. One
+        // reaped by someone else (ECHILD) has a pid that may belong to another process by now.
         if matches!(
             sys::peek_exit(self.pid),
             Ok(nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..))
+                | Err(nix::errno::Errno::ECHILD)
         ) {
             return;
         }
@@ -483,18 +496,14 @@ impl Job {
         std::mem::take(&mut inbox.messages)
     }
 
-    /// Sends a message to the child (a pool worker waiting for it). Waits while the socket is full.
-    pub(crate) fn send(&self, msg: &Message) -> Result<()> {
-        self.send_frames(&msg.encode())
-    }
-
-    /// Sends frames made by [`Message::encode`], in one write where the socket takes them.
-    pub(crate) fn send_frames(&self, frames: &[u8]) -> Result<()> {
+    /// Writes what the child's socket takes now of `bytes` (frames for a pool worker), without
+    /// waiting; returns how much.
+    pub(crate) fn send_some(&self, bytes: &[u8]) -> Result<usize> {
         let inbox = self.inbox.borrow();
         let Some(fd) = inbox.fd() else {
             return Err(Error::Channel("the worker's channel is closed".into()));
         };
-        sys::send_waiting(fd, frames).map_err(|e| Error::sys("send", e))
+        sys::send_some(fd, bytes).map_err(|e| Error::sys("send", e))
     }
 
     /// Sends `sig` to the child's whole process group. Only before `reap`/`finish`: until then

@@ -158,11 +158,26 @@ pub fn poll_readable(
     deadline: Option<Instant>,
     ready: &mut Vec<bool>,
 ) -> Result<bool, Errno> {
+    let wanted: Vec<(RawFd, i16)> = fds.iter().map(|&fd| (fd, libc::POLLIN)).collect();
+    let mut revents = Vec::new();
+    let any = poll_io(&wanted, deadline, &mut revents)?;
+    ready.clear();
+    ready.extend(revents.iter().map(|r| *r != 0));
+    Ok(any)
+}
+
+/// `ppoll(2)` for the given events (POLLIN, POLLOUT) on each fd until one is ready or `deadline`
+/// passes (`None`: forever); `revents[i]` gets what happened on `fds[i]`. Retries on EINTR.
+pub fn poll_io(
+    fds: &[(RawFd, i16)],
+    deadline: Option<Instant>,
+    revents: &mut Vec<i16>,
+) -> Result<bool, Errno> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
+        .map(|&(fd, events)| libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events,
             revents: 0,
         })
         .collect();
@@ -195,9 +210,22 @@ pub fn poll_readable(
                 e => return Err(e),
             }
         }
-        ready.clear();
-        ready.extend(pfds.iter().map(|p| p.revents != 0));
+        revents.clear();
+        revents.extend(pfds.iter().map(|p| p.revents));
         return Ok(r > 0);
+    }
+}
+
+/// Writes what the socket takes now of `bytes`, without waiting; returns how much.
+pub fn send_some(fd: RawFd, bytes: &[u8]) -> Result<usize, Errno> {
+    let flags = nix::sys::socket::MsgFlags::MSG_NOSIGNAL | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+    loop {
+        match nix::sys::socket::send(fd, bytes, flags) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(0),
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -262,29 +290,6 @@ pub fn usage_self() -> (Duration, u64) {
         tv(usage.ru_utime) + tv(usage.ru_stime),
         usage.ru_maxrss as u64 * 1024,
     )
-}
-
-/// Writes all of `bytes` to a non-blocking socket, waiting in poll(2) while it is full.
-pub fn send_waiting(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
-    while !bytes.is_empty() {
-        match nix::sys::socket::send(fd, bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => {
-                let mut p = libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd for the duration of the call.
-                if unsafe { libc::poll(&mut p, 1, -1) } < 0 && Errno::last() != Errno::EINTR {
-                    return Err(Errno::last());
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The `SIGxxx` name of a signal number (`SIGRTMIN+n` for real-time ones).

@@ -78,11 +78,14 @@ pub(crate) fn call(callable: &Zval, params: &[&Zval], soft_timeout: Option<f64>)
     }
 }
 
-/// Flushes the job's own output buffers, as PHP would at the end of a request.
-pub(crate) fn flush_output() {
+/// Flushes the job's own output buffers, as PHP would at the end of a request. False when an
+/// output handler died of a fatal error (reported as such).
+pub(crate) fn flush_output() -> bool {
     if try_catch(zend::flush_output).is_err() {
         blackbox::send(Message::Fatal);
+        return false;
     }
+    true
 }
 
 /// Last words of a job (or task): peak memory and when it finished.
@@ -112,7 +115,7 @@ pub fn run(
         Err(CatchError::Bailout) => Ending::Fatal,
         Err(e) => Ending::Internal(format!("{e}")),
     };
-    let code = report_guarded(ending, max_frame);
+    let (code, _) = report_guarded(ending, max_frame);
     blackbox::report_unsent();
     // Jobs this job forked and let go of are run to their end, as a request end would.
     wait::settle_detached();
@@ -141,12 +144,13 @@ pub(crate) fn classify_failure() -> Ending {
 
 /// `report` under zend_try: serializing the value runs PHP code (`__serialize`, `__sleep`) that may
 /// die of a fatal error, which must not bail out into the parent's request shutdown.
-pub(crate) fn report_guarded(ending: Ending, max_frame: usize) -> i32 {
+/// Returns the exit code, and whether it died of a fatal error itself.
+pub(crate) fn report_guarded(ending: Ending, max_frame: usize) -> (i32, bool) {
     match try_catch(std::panic::AssertUnwindSafe(|| report(ending, max_frame))) {
-        Ok(code) => code,
+        Ok(code) => (code, false),
         Err(_) => {
             blackbox::send(Message::Fatal);
-            EXIT_FAILURE
+            (EXIT_FAILURE, true)
         }
     }
 }

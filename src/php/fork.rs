@@ -7,7 +7,7 @@ use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
 
-use crate::core::process::{fork_job, Deadline, Forked, Job};
+use crate::core::process::{fork_job, Deadline, Forked, Job, Reader};
 use crate::core::wait::{self, wait_first};
 use crate::php::exceptions::{from_core, invalid};
 use crate::php::result::JobResult;
@@ -117,7 +117,7 @@ pub fn fork(job: &Zval, args: &[&Zval]) -> PhpResult<Process> {
             "a Forklift\\on_fork() prepare hook threw",
         ));
     }
-    match fork_job(max_frame, limits.deadline).map_err(from_core)? {
+    match fork_job(max_frame, limits.deadline, Reader::Any).map_err(from_core)? {
         Forked::Child(end) => child::run(end, job, &job_args, max_frame, limits.soft_timeout),
         Forked::Parent(handle) => {
             let process = Process {

@@ -16,16 +16,17 @@ use ext_php_rs::exception::PhpException;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ArrayKey, ZendCallable, ZendHashTable, Zval};
+use ext_php_rs::zend::try_catch;
 
 use crate::core::ipc::Message;
 use crate::core::pool::{self as core_pool, Config, Refused};
-use crate::core::process::{fork_job, Deadline, Forked, Receiver};
+use crate::core::process::{fork_job, Deadline, Forked, Reader, Receiver};
 use crate::core::sys;
 use crate::php::child::{self, Ending};
 use crate::php::exceptions::{from_core, invalid, pool_ce, pool_full_ce};
 use crate::php::fork::max_frame;
 use crate::php::result::JobResult;
-use crate::php::{args, blackbox, values, zend};
+use crate::php::{args, blackbox, hooks, values, zend};
 
 /// Adds the pool's classes to the extension.
 pub fn register(module: ModuleBuilder) -> ModuleBuilder {
@@ -65,8 +66,21 @@ impl Inner {
     fn turn(&mut self, deadline: Option<Instant>) -> PhpResult<()> {
         let setup = &self.setup;
         let mut spawn = |number: usize| -> crate::core::error::Result<crate::core::process::Job> {
-            match fork_job(setup.max_frame, None)? {
-                Forked::Parent(job) => Ok(job),
+            // The application's fork hooks run around a worker's fork as around any other.
+            if hooks::run_prepare().is_err() {
+                return Err(crate::core::error::Error::Hook(
+                    "a Forklift\\on_fork() prepare hook threw",
+                ));
+            }
+            match fork_job(setup.max_frame, None, Reader::Owner)? {
+                Forked::Parent(job) => {
+                    if hooks::run_parent().is_err() {
+                        return Err(crate::core::error::Error::Hook(
+                            "a Forklift\\on_fork() parent hook threw",
+                        ));
+                    }
+                    Ok(job)
+                }
                 Forked::Child(end) => worker_main(end, setup, number),
             }
         };
@@ -606,13 +620,26 @@ fn worker_main(end: crate::core::process::ChildEnd, setup: &Setup, number: usize
             let _ = f.try_call(vec![&"memory_limit", limit]);
         }
     }
+    // The application's child fork hooks first (reconnect lazily), as in any forked child.
+    match try_catch(hooks::run_child) {
+        Ok(Ok(())) => {}
+        failed => {
+            let ending = match failed {
+                Ok(_) => child::classify_failure(),
+                _ => Ending::Fatal,
+            };
+            let (code, _) = child::report_guarded(ending, setup.max_frame);
+            child::flush_output();
+            sys::exit_now(if code == 0 { 1 } else { code });
+        }
+    }
     if let Some(hook) = &setup.on_start {
         let n = number as i64;
         let mut nz = Zval::new();
         nz.set_long(n);
         let ending = child::call(hook, &[&nz], None);
         if !matches!(ending, Ending::Returned(_)) {
-            let code = child::report_guarded(ending, setup.max_frame);
+            let (code, _) = child::report_guarded(ending, setup.max_frame);
             child::flush_output();
             sys::exit_now(if code == 0 { 1 } else { code });
         }
@@ -644,12 +671,13 @@ fn worker_main(end: crate::core::process::ChildEnd, setup: &Setup, number: usize
                         Ending::Internal(why)
                     }
                 };
-                let last = ending.is_final();
+                let mut last = ending.is_final();
                 // The task's last messages go in one write.
                 blackbox::cork();
-                let code = child::report_guarded(ending, setup.max_frame);
+                let (code, bailed) = child::report_guarded(ending, setup.max_frame);
                 blackbox::report_unsent();
-                child::flush_output();
+                // After a fatal error PHP does not go on, and neither does a worker.
+                last |= bailed | !child::flush_output();
                 child::send_stats();
                 if last {
                     blackbox::uncork();
