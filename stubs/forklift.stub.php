@@ -202,7 +202,7 @@ final class Pool
      * @param float|null      $grace         seconds between SIGTERM and SIGKILL (default 1.0; needs $timeout)
      * @param float|null      $softTimeout   per task, in-process: TimeoutException inside the handler (shorter than $timeout)
      * @param int|null        $maxJobs       recycle a worker after about this many tasks (up to 10 % fewer, so they do not all restart at once)
-     * @param int|string|null $maxMemory     recycle a worker whose resident memory after a task is above this ("256M")
+     * @param int|string|null $maxMemory     recycle a worker whose peak resident memory is above this ("256M"), between tasks
      * @param float|null      $ttl           recycle a worker after about this many seconds (up to 10 % less)
      * @param float|null      $idleTtl       recycle a worker idle this long
      * @param int|string|null $memoryLimit   hard cap per worker (PHP memory_limit): a task over it ends with outcome "oom"

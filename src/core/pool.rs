@@ -35,7 +35,7 @@ pub struct Config {
     pub deadline: Option<Deadline>,
     /// Recycle a worker after this many tasks (less up to 10 %, so they do not all go at once).
     pub max_jobs: Option<u64>,
-    /// Recycle a worker whose resident memory after a task is above this (bytes).
+    /// Recycle a worker whose peak resident memory (`ru_maxrss`) is above this (bytes).
     pub max_memory: Option<u64>,
     /// Recycle a worker this long after it started (less up to 10 %).
     pub ttl: Option<Duration>,

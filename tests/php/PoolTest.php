@@ -896,4 +896,69 @@ final class PoolTest extends TestCase
         $this->assertSame([$behind[0]->id(), $behind[1]->id()], array_keys($back));
         fclose($release);
     }
+
+    public function test_a_plain_fork_wait_does_not_take_the_pools_messages(): void
+    {
+        $pool = $this->pool = new Pool(fn ($x) => $x * 3, workers: 1);
+        $task = $pool->submit(2);
+        $this->assertSame(5, \Forklift\fork(fn () => 5)->wait()->value());
+        $this->assertSame(0, $pool->waitAny([$task], 10.0), 'the task ran though a plain wait came first');
+        $this->assertSame(6, $task->wait()->value());
+    }
+
+    public function test_a_deadline_holds_while_big_prefetched_payloads_wait_behind_a_stuck_task(): void
+    {
+        $pool = $this->pool = new Pool(
+            fn ($x) => $x === 'stuck' ? sleep(30) : strlen($x),
+            workers: 1, prefetch: 3, timeout: 0.5, grace: 0.2
+        );
+        $started = hrtime(true);
+        $stuck = $pool->submit('stuck');
+        $big = [$pool->submit(str_repeat('x', 1 << 20)), $pool->submit(str_repeat('y', 1 << 20))];
+        $this->assertSame('timeout', $stuck->wait()->outcome());
+        $this->assertLessThan(10.0, (hrtime(true) - $started) / 1e9, 'the parent kept the deadline instead of blocking on a write');
+        foreach ($big as $t) {
+            $this->assertSame(1 << 20, $t->wait()->value());
+        }
+    }
+
+    public function test_fork_hooks_run_around_worker_forks_and_in_each_worker(): void
+    {
+        $marker = tempnam(sys_get_temp_dir(), 'forklift');
+        $prepared = 0;
+        \Forklift\on_fork(
+            prepare: function () use (&$prepared) { $prepared++; },
+            child: function () use ($marker) { file_put_contents($marker, 'child hook ' . getmypid()); }
+        );
+        $pool = $this->pool = new Pool(fn ($x) => file_get_contents($marker), workers: 2);
+        $value = $pool->submit(1)->wait()->value();
+        $this->assertSame(2, $prepared, 'prepare ran before each worker fork');
+        $this->assertStringStartsWith('child hook ', $value);
+        unlink($marker);
+    }
+
+    public function test_a_worker_whose_result_dies_in_serialization_is_replaced(): void
+    {
+        $pool = $this->pool = new Pool(function (string $what) {
+            set_error_handler(null);
+            if ($what === 'poison') {
+                return new FatalToSerialize();
+            }
+            return getmypid();
+        }, workers: 1);
+        $before = $pool->submit('pid')->wait()->value();
+        $this->assertSame('fatal', $pool->submit('poison')->wait()->outcome());
+        $after = $pool->submit('pid')->wait()->value();
+        $this->assertNotSame($before, $after, 'after a fatal error the worker left and a new one took over');
+    }
+}
+
+/** A value whose serialization dies of a fatal error (anonymous classes cannot be serialized). */
+final class FatalToSerialize
+{
+    public function __serialize(): array
+    {
+        trigger_error('cannot serialize this', E_USER_ERROR);
+        return [];
+    }
 }
