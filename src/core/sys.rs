@@ -98,6 +98,11 @@ pub fn wait4(pid: Pid, block: bool) -> Result<Option<ExitStatus>, Errno> {
     }))
 }
 
+/// This process's pid (not cached: right after a fork it is the child's).
+pub fn current_pid() -> i32 {
+    nix::unistd::getpid().as_raw()
+}
+
 /// Leaves the process at once: no atexit handlers, no destructors, no stdio flush.
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no memory of ours.

@@ -23,7 +23,7 @@ use crate::core::pool::{self as core_pool, Config, Refused};
 use crate::core::process::{fork_job, Deadline, Forked, Reader, Receiver};
 use crate::core::sys;
 use crate::php::child::{self, Ending};
-use crate::php::exceptions::{from_core, invalid, pool_ce, pool_full_ce};
+use crate::php::exceptions::{forklift_ce, from_core, invalid, pool_ce, pool_full_ce};
 use crate::php::fork::max_frame;
 use crate::php::result::JobResult;
 use crate::php::{args, blackbox, hooks, values, zend};
@@ -47,6 +47,8 @@ struct Setup {
 type Slot = RefCell<Option<JobResult>>;
 
 struct Inner {
+    /// The process that made the pool; its workers are that process's children only.
+    owner: i32,
     core: core_pool::Pool,
     setup: Setup,
     block_when_full: bool,
@@ -62,8 +64,26 @@ struct Inner {
 }
 
 impl Inner {
+    /// Errors unless called in the process that made the pool (not in a child that inherited it).
+    fn check_owner(&self) -> PhpResult<()> {
+        let current = sys::current_pid();
+        if current == self.owner {
+            return Ok(());
+        }
+        Err(PhpException::new(
+            format!(
+                "this Forklift\\Pool belongs to process {}, not to this process ({current}): a \
+                 forked job or worker cannot use its parent's pool; make a pool in the child",
+                self.owner
+            ),
+            0,
+            forklift_ce(),
+        ))
+    }
+
     /// One supervision turn; finished tasks' results go to their slots and to `undelivered`.
     fn turn(&mut self, deadline: Option<Instant>) -> PhpResult<()> {
+        self.check_owner()?;
         let setup = &self.setup;
         let mut spawn = |number: usize| -> crate::core::error::Result<crate::core::process::Job> {
             // The application's fork hooks run around a worker's fork as around any other.
@@ -101,9 +121,25 @@ impl Inner {
     }
 }
 
+/// Errors unless this process made the pool. A worker holds a copy of its pool that was being
+/// supervised (borrowed) when it was forked: that counts as not this process's pool either.
+fn check_owner(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
+    match inner.try_borrow() {
+        Ok(i) => i.check_owner(),
+        Err(_) => Err(PhpException::new(
+            "this Forklift\\Pool belongs to the process that made it: a worker cannot use its own \
+             pool; make a pool in the worker if it needs one"
+                .into(),
+            0,
+            forklift_ce(),
+        )),
+    }
+}
+
 /// Runs one turn and then the `onResult` callbacks, with no borrow of the pool held while they
 /// run (they may submit more tasks).
 fn turn(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
+    check_owner(inner)?;
     inner.borrow_mut().turn(deadline)?;
     deliver(inner)
 }
@@ -285,6 +321,7 @@ impl Pool {
             max_frame: max_frame()?,
         };
         let inner = Inner {
+            owner: sys::current_pid(),
             core: core_pool::Pool::new(config),
             setup,
             block_when_full: blockWhenFull,
@@ -305,6 +342,7 @@ impl Pool {
     /// Queues `$payload` for a worker; returns its task. Blocks while the queue is full (or throws
     /// `Forklift\PoolFullException` with `blockWhenFull: false`).
     pub fn submit(&mut self, payload: &Zval) -> PhpResult<Task> {
+        check_owner(&self.inner)?;
         let (format, bytes) = values::serialize(payload, values::Subject::Payload)
             .map_err(|u| invalid(format!("Forklift\\Pool::submit(): {}", u.message)))?;
         loop {
@@ -492,6 +530,7 @@ impl Pool {
     }
 
     fn close(&mut self, kill: bool) -> PhpResult<Vec<(i64, Zval)>> {
+        check_owner(&self.inner)?;
         let unrun = {
             let mut i = self.inner.borrow_mut();
             i.closed = true;
@@ -520,6 +559,10 @@ impl Drop for Pool {
         let Ok(mut i) = self.inner.try_borrow_mut() else {
             return;
         };
+        // A copy inherited by a forked child: the workers are the parent's business.
+        if i.check_owner().is_err() {
+            return;
+        }
         while !i.core.idle() && i.core.stopped().is_none() {
             if i.turn(None).is_err() {
                 break;

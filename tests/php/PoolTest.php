@@ -897,6 +897,22 @@ final class PoolTest extends TestCase
         fclose($release);
     }
 
+    public function test_a_forked_job_cannot_use_its_parents_pool_and_leaves_it_alone(): void
+    {
+        $pool = $this->pool = new Pool(fn ($x) => $x, workers: 1);
+        $r = \Forklift\fork(function () use ($pool) {
+            try {
+                $pool->submit(1);
+                return 'submitted';
+            } catch (\Forklift\ForkliftException $e) {
+                unset($pool); // must not stop the parent's workers either
+                return $e->getMessage();
+            }
+        })->wait();
+        $this->assertStringContainsString('a forked job or worker cannot use its parent\'s pool', (string) $r->value());
+        $this->assertSame(9, $pool->submit(9)->wait()->value(), 'the parent\'s pool still works');
+    }
+
     public function test_a_plain_fork_wait_does_not_take_the_pools_messages(): void
     {
         $pool = $this->pool = new Pool(fn ($x) => $x * 3, workers: 1);
