@@ -161,7 +161,9 @@ pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result
         })
     });
     rearm();
-    let result = f();
+    // A fatal error inside `f` bails out past us: close the scope first, then let it go on, so
+    // that no deadline fires in shutdown functions.
+    let result = ext_php_rs::zend::try_catch(std::panic::AssertUnwindSafe(f));
     SCOPES.with(|s| s.borrow_mut().pop());
     if SCOPES.with(|s| s.borrow().is_empty()) {
         // No scope left: no timer, no handler, no stale flag.
@@ -170,7 +172,14 @@ pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result
     } else {
         rearm();
     }
-    Ok(result)
+    match result {
+        Ok(r) => Ok(r),
+        // SAFETY: re-raising the bailout we caught, to the engine's own catch point.
+        Err(ext_php_rs::zend::CatchError::Bailout) => unsafe { ext_php_rs::zend::bailout() },
+        Err(e) => Err(PhpException::from(format!(
+            "internal error in Forklift\\timeout(): {e}"
+        ))),
+    }
 }
 
 /// In a new job child: the parent's scopes are not ours (and fork did not copy its timer).

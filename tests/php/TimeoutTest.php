@@ -560,4 +560,25 @@ final class TimeoutTest extends TestCase
         return array_map('intval', $m[1]);
     }
 
+
+    public function test_a_timeout_cut_short_by_a_fatal_error_does_not_fire_in_shutdown_code(): void
+    {
+        $script = tempnam(sys_get_temp_dir(), 'forklift') . '.php';
+        file_put_contents($script, <<<'PHP'
+            <?php
+            register_shutdown_function(function () {
+                usleep(300000); // past the 0.1 s deadline of the timeout() that died
+                echo "shutdown ran to its end\n";
+            });
+            Forklift\timeout(0.1, fn () => trigger_error('fatal inside timeout()', E_USER_ERROR));
+            PHP);
+        $ext = dirname(__DIR__, 2) . '/target/release/libforklift.so';
+        $proc = proc_open([PHP_BINARY, '-n', '-d', "extension=$ext", '-d', 'display_errors=0', $script], [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
+        $out = stream_get_contents($pipes[1]);
+        $err = stream_get_contents($pipes[2]);
+        $status = proc_close($proc);
+        unlink($script);
+        $this->assertSame(255, $status, $err);
+        $this->assertSame("shutdown ran to its end\n", $out, 'no TimeoutException in the shutdown function: ' . $err);
+    }
 }
