@@ -128,8 +128,3 @@ pub fn forget_inherited() {
     DETACHED.with(|d| d.borrow_mut().clear());
     forget_inboxes();
 }
-
-/// How many detached jobs are still being looked after.
-pub fn detached_count() -> usize {
-    DETACHED.with(|d| d.borrow().len())
-}

@@ -1,6 +1,8 @@
 //! Validation of arguments that PHP's type system cannot express, with messages that say what to
 //! pass instead. Every public entry point checks its arguments here, before it acts.
 
+use std::time::{Duration, Instant};
+
 use ext_php_rs::exception::PhpException;
 use ext_php_rs::flags::DataType;
 use ext_php_rs::types::{ZendCallable, Zval};
@@ -84,6 +86,19 @@ pub fn positive_seconds(v: f64, what: &str) -> Result<f64, PhpException> {
         )));
     }
     Ok(v)
+}
+
+/// The deadline of a wait given `$timeout` seconds (null: none). A finite timeout too large for
+/// the clock is as good as none; a negative, NaN or infinite one is an error.
+pub fn wait_deadline(timeout: Option<f64>, what: &str) -> Result<Option<Instant>, PhpException> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > MAX_SECONDS => Ok(None),
+        Some(t) => {
+            let t = seconds(t, what)?;
+            Ok(Some(Instant::now() + Duration::from_secs_f64(t)))
+        }
+    }
 }
 
 /// A duration in seconds: finite, not negative, at most [`MAX_SECONDS`].

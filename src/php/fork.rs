@@ -1,6 +1,6 @@
 //! `Forklift\fork`, `Forklift\Process`, `Forklift\wait_any` and `Forklift\on_fork`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::flags::ClassFlags;
@@ -160,23 +160,7 @@ pub fn on_fork(
 #[php_function]
 #[php(name = "Forklift\\wait_any")]
 pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zval> {
-    let deadline = match timeout {
-        None => None,
-        Some(t) => {
-            // A timeout too large for the clock is as good as none.
-            if t.is_finite() && t > args::MAX_SECONDS {
-                return wait_any_until(processes, None);
-            }
-            let t = args::seconds(t, "Forklift\\wait_any(): argument #2 ($timeout)")?;
-            Duration::try_from_secs_f64(t)
-                .ok()
-                .and_then(|d| Instant::now().checked_add(d))
-        }
-    };
-    wait_any_until(processes, deadline)
-}
-
-fn wait_any_until(processes: &ZendHashTable, deadline: Option<Instant>) -> PhpResult<Zval> {
+    let deadline = args::wait_deadline(timeout, "Forklift\\wait_any(): argument #2 ($timeout)")?;
     if processes.is_empty() {
         return Err(invalid(
             "Forklift\\wait_any(): argument #1 ($processes) is empty; pass at least one Forklift\\Process",

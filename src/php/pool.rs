@@ -465,15 +465,8 @@ impl Pool {
 
     /// Waits until one of `$tasks` has finished; returns its key, or null after `$timeout` seconds.
     pub fn wait_any(&mut self, tasks: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zval> {
-        let deadline = match timeout {
-            None => None,
-            Some(t) => {
-                let t = args::seconds(t, "Forklift\\Pool::waitAny(): argument #2 ($timeout)")?;
-                Duration::try_from_secs_f64(t)
-                    .ok()
-                    .and_then(|d| Instant::now().checked_add(d))
-            }
-        };
+        let deadline =
+            args::wait_deadline(timeout, "Forklift\\Pool::waitAny(): argument #2 ($timeout)")?;
         if tasks.is_empty() {
             return Err(invalid("Forklift\\Pool::waitAny(): argument #1 ($tasks) is empty; pass at least one Forklift\\Task"));
         }
@@ -502,7 +495,7 @@ impl Pool {
                 null.set_null();
                 return Ok(null);
             }
-            self.raise_if_stopped_with_work(entries.len())?;
+            self.raise_if_stopped_with_work()?;
             turn(&self.inner, deadline)?;
         }
     }
@@ -520,7 +513,8 @@ impl Pool {
         }
     }
 
-    fn raise_if_stopped_with_work(&self, _waiting: usize) -> PhpResult<()> {
+    /// Raises once the pool has stopped and nothing it accepted is left to finish.
+    fn raise_if_stopped_with_work(&self) -> PhpResult<()> {
         let i = self.inner.borrow();
         if i.core.stopped().is_some() && i.core.idle() {
             drop(i);

@@ -7,6 +7,7 @@ use Forklift\ForkliftException;
 use Forklift\InvalidArgumentException;
 use Forklift\JobFailedException;
 use Forklift\Process;
+use Forklift\Tests\Support\Procfs;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -370,7 +371,7 @@ final class BadInputTest extends TestCase
                 $this->markTestSkipped("$tool (util-linux) is not installed");
             }
         }
-        $extension = $this->extensionPath();
+        $extension = Procfs::loadedExtension();
         $this->assertTrue(
             (fileperms($extension) & 0004) !== 0,
             "$extension must be readable by uid 65534, which loads it"
@@ -457,17 +458,6 @@ final class BadInputTest extends TestCase
         $pair = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
         $this->assertIsArray($pair);
         return $pair;
-    }
-
-    /** The extension this process has loaded, as the kernel mapped it. */
-    private function extensionPath(): string
-    {
-        foreach (file('/proc/self/maps', FILE_IGNORE_NEW_LINES) as $line) {
-            if (preg_match('#(/\S*libforklift\.so)$#', $line, $m)) {
-                return $m[1];
-            }
-        }
-        $this->fail('libforklift.so is not mapped into this process');
     }
 
     public function test_a_bad_signal_number_is_refused_even_after_the_job_ended(): void

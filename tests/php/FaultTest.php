@@ -71,7 +71,7 @@ final class FaultTest extends TestCase
             PHP);
         $this->stderr = tempnam(sys_get_temp_dir(), 'forklift-parent-stderr-');
         $this->parent = proc_open(
-            [PHP_BINARY, '-d', 'extension=' . $this->extensionPath(), $this->script],
+            [PHP_BINARY, '-d', 'extension=' . Procfs::loadedExtension(), $this->script],
             [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => ['file', $this->stderr, 'w']],
             $this->parentPipes
         );
@@ -305,16 +305,5 @@ final class FaultTest extends TestCase
             }
         }
         return $sockets;
-    }
-
-    /** The extension this process has loaded, as the kernel mapped it. */
-    private function extensionPath(): string
-    {
-        foreach (file('/proc/self/maps', FILE_IGNORE_NEW_LINES) as $line) {
-            if (preg_match('#(/\S*libforklift\.so)$#', $line, $m)) {
-                return $m[1];
-            }
-        }
-        $this->fail('libforklift.so is not mapped into this process');
     }
 }

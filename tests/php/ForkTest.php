@@ -7,6 +7,7 @@ namespace Forklift\Tests;
 use Forklift\JobFailedException;
 use Forklift\JobResult;
 use Forklift\Process;
+use Forklift\Tests\Support\Procfs;
 use PHPUnit\Framework\TestCase;
 
 use function Forklift\fork;
@@ -496,7 +497,7 @@ final class ForkTest extends TestCase
     {
         $file = tempnam(sys_get_temp_dir(), 'forklift') . '.php';
         file_put_contents($file, $code);
-        $cmd = [PHP_BINARY, '-n', '-d', 'extension=' . self::extensionPath(), '-d', 'display_errors=0', $file];
+        $cmd = [PHP_BINARY, '-n', '-d', 'extension=' . Procfs::loadedExtension(), '-d', 'display_errors=0', $file];
         $proc = proc_open($cmd, [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
         $out = stream_get_contents($pipes[1]);
         $err = stream_get_contents($pipes[2]);
@@ -504,10 +505,5 @@ final class ForkTest extends TestCase
         unlink($file);
         $this->assertSame(0, $status, "script failed: $err");
         return $out;
-    }
-
-    private static function extensionPath(): string
-    {
-        return dirname(__DIR__, 2) . '/target/release/libforklift.so';
     }
 }

@@ -572,7 +572,7 @@ final class TimeoutTest extends TestCase
             });
             Forklift\timeout(0.1, fn () => trigger_error('fatal inside timeout()', E_USER_ERROR));
             PHP);
-        $ext = dirname(__DIR__, 2) . '/target/release/libforklift.so';
+        $ext = Procfs::loadedExtension();
         $proc = proc_open([PHP_BINARY, '-n', '-d', "extension=$ext", '-d', 'display_errors=0', $script], [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
         $out = stream_get_contents($pipes[1]);
         $err = stream_get_contents($pipes[2]);

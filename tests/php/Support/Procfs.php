@@ -70,4 +70,15 @@ final class Procfs
         sort($zombies);
         return $zombies;
     }
+
+    /** The forklift extension this process has loaded, as the kernel mapped it. */
+    public static function loadedExtension(): string
+    {
+        foreach (file('/proc/self/maps', FILE_IGNORE_NEW_LINES) as $line) {
+            if (preg_match('#(/\S*libforklift\.so)$#', $line, $m)) {
+                return $m[1];
+            }
+        }
+        throw new \RuntimeException('libforklift.so is not mapped into this process');
+    }
 }
