@@ -34,6 +34,7 @@ unsafe extern "C" fn accept_ini_change(
 }
 
 pub fn startup(_ty: i32, module_number: i32) -> i32 {
+    core::sys::count_forks();
     IniEntryDef::register(INI.as_slice(), module_number);
     php::timeout::install_interrupt_hook();
     match php::exceptions::register() {
@@ -44,7 +45,7 @@ pub fn startup(_ty: i32, module_number: i32) -> i32 {
 
 extern "C" fn request_shutdown(_ty: i32, _module: i32) -> i32 {
     // An accepted job is run: jobs whose handles were dropped are waited for, not orphaned.
-    core::wait::settle_detached();
+    php::fork::settle_detached();
     php::hooks::clear();
     // A timeout() left by a fatal error must not fire in shutdown code or the next request.
     php::timeout::forget_inherited();
@@ -53,7 +54,7 @@ extern "C" fn request_shutdown(_ty: i32, _module: i32) -> i32 {
 
 extern "C" fn module_shutdown(_ty: i32, _module: i32) -> i32 {
     // Handles still alive at the end of the request are freed after RSHUTDOWN.
-    core::wait::settle_detached();
+    php::fork::settle_detached();
     0
 }
 

@@ -9,6 +9,9 @@ pub enum Error {
     InvalidArgument(String),
     /// `fork()` itself failed (EAGAIN: process limit, ENOMEM: no memory for page tables).
     Fork(nix::Error),
+    /// A resource limit stops the call (open files, processes); the message names the limit and
+    /// what to change.
+    Limit(String),
     /// A system call that supervision relies on failed.
     System {
         call: &'static str,
@@ -32,6 +35,7 @@ impl fmt::Display for Error {
                 "fork() failed: {errno}; the process limit (ulimit -u, pids cgroup) or memory is \
                  exhausted: wait for running jobs before starting more"
             ),
+            Error::Limit(msg) => f.write_str(msg),
             Error::System { call, errno } => write!(f, "{call}() failed: {errno}"),
             Error::Channel(msg) => write!(f, "job channel: {msg}"),
             Error::Hook(msg) => f.write_str(msg),

@@ -12,6 +12,7 @@
 //! Over all of these: a job the parent had to stop at its deadline, or whose in-process timeout
 //! threw `Forklift\TimeoutException` that it did not catch, is `Timeout` (see [`Report::time_out`]).
 
+use crate::core::deadline::Stop;
 use crate::core::error::Error;
 use crate::core::ipc::Message;
 use crate::core::record::{Code, ErrorRecord, ExceptionRecord};
@@ -21,6 +22,9 @@ use crate::core::sys::ExitStatus;
 pub const CHANNEL_EXCEPTION: &str = "Forklift\\ChannelException";
 /// How PHP's fatal error for memory exhaustion begins.
 const OOM_MESSAGE: &str = "Allowed memory size of ";
+
+/// PHP class name of the records of tasks failed by the pool itself (it stopped before they ran).
+pub const POOL_EXCEPTION: &str = "Forklift\\PoolException";
 
 /// PHP class name of the in-process timeout's exception.
 pub const TIMEOUT_EXCEPTION: &str = "Forklift\\TimeoutException";
@@ -74,8 +78,9 @@ pub struct Report {
     pub peak_memory: Option<u64>,
     /// Peak resident set size, bytes (from `wait4`).
     pub max_rss: u64,
-    /// For `Timeout` ended by the parent: the deadline in seconds, and whether SIGKILL was needed.
-    pub deadline: Option<(f64, bool)>,
+    /// For `Timeout` ended at its wall-clock deadline: the deadline in seconds, and how it was
+    /// stopped.
+    pub deadline: Option<(f64, Stop)>,
 }
 
 impl Report {
@@ -195,13 +200,13 @@ impl Report {
         self
     }
 
-    /// The parent stopped the job at its deadline of `seconds` (with SIGKILL too if `killed`).
-    /// Whatever the job was doing, its outcome is `Timeout`; its records are kept.
-    pub fn time_out(&mut self, seconds: f64, killed: bool) {
+    /// The job was stopped at its deadline of `seconds`, as `how` says. Whatever it was doing,
+    /// its outcome is `Timeout`; its records are kept.
+    pub fn time_out(&mut self, seconds: f64, how: Stop) {
         self.outcome = Outcome::Timeout;
         self.value = None;
         self.fatal = None;
-        self.deadline = Some((seconds, killed));
+        self.deadline = Some((seconds, how));
     }
 
     pub fn timed_out(&self) -> bool {
@@ -252,7 +257,7 @@ impl Report {
                     .exception
                     .as_ref()
                     .expect("exception outcome has a record");
-                if e.class == crate::core::pool::POOL_EXCEPTION {
+                if e.class == POOL_EXCEPTION {
                     format!("not run: {}", e.message)
                 } else {
                     format!("uncaught {}", e.summary())
@@ -272,10 +277,15 @@ impl Report {
                 )
             }
             Outcome::Timeout => match (self.deadline, &self.exception) {
-                (Some((seconds, killed)), _) => format!(
-                    "timed out after {seconds} s: stopped with SIGTERM{}",
-                    if killed { ", then SIGKILL" } else { "" }
-                ),
+                (Some((seconds, how)), _) => match how {
+                    Stop::Term => format!("timed out after {seconds} s: stopped with SIGTERM"),
+                    Stop::TermThenKill => {
+                        format!("timed out after {seconds} s: stopped with SIGTERM, then SIGKILL")
+                    }
+                    Stop::OwnTimer => format!(
+                        "timed out after {seconds} s: killed (SIGKILL) by its own timer at                          timeout + grace, as its parent was busy and did not stop it"
+                    ),
+                },
                 (None, Some(e)) => format!("timed out: {}", e.summary()),
                 (None, None) => "timed out".into(),
             },
@@ -388,7 +398,7 @@ mod tests {
     #[test]
     fn a_deadline_the_parent_enforced_wins_over_the_signal_it_sent() {
         let mut r = Report::decide(1, vec![warning()], None, killed(15), 0, 10);
-        r.time_out(2.5, false);
+        r.time_out(2.5, Stop::Term);
         assert_eq!(r.outcome, Outcome::Timeout);
         assert!(r.timed_out());
         assert_eq!(r.errors.len(), 1);

@@ -307,3 +307,161 @@ pub fn signal_name(signo: i32) -> String {
         Err(_) => format!("signal {signo}"),
     }
 }
+
+/// `epoll_create1(EPOLL_CLOEXEC)`.
+pub fn epoll_create() -> Result<OwnedFd, Errno> {
+    // SAFETY: epoll_create1 takes a flag and returns a new fd or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `epoll_ctl(2)`: `op` is `EPOLL_CTL_ADD`, `_MOD` or `_DEL`; `events` a mask of `EPOLLIN`, ...
+pub fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, token: u64) -> Result<(), Errno> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: ev is a valid epoll_event for the call (ignored by EPOLL_CTL_DEL).
+    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// `epoll_pwait2(2)` until `deadline` (`None`: forever), to the microsecond; falls back to
+/// `epoll_wait` (milliseconds, rounded up) on kernels before 5.11. Fills `out`; EINTR gives an
+/// empty `out` (the caller looks at its clock and comes back).
+pub fn epoll_wait(
+    epfd: RawFd,
+    deadline: Option<Instant>,
+    out: &mut Vec<libc::epoll_event>,
+) -> Result<(), Errno> {
+    static NO_PWAIT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    out.clear();
+    let cap = out.capacity().max(64);
+    out.reserve(cap);
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let n = if !NO_PWAIT2.load(std::sync::atomic::Ordering::Relaxed) {
+        let ts = left.map(|l| libc::timespec {
+            tv_sec: l.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: l.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: out has room for `cap` events, tsp is null or a valid timespec, the sigmask is
+        // null (unchanged); all live for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                epfd,
+                out.as_mut_ptr(),
+                cap as libc::c_int,
+                tsp,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if r < 0 && Errno::last() == Errno::ENOSYS {
+            NO_PWAIT2.store(true, std::sync::atomic::Ordering::Relaxed);
+            return epoll_wait(epfd, deadline, out);
+        }
+        r as i32
+    } else {
+        let ms = left.map_or(-1, |l| {
+            let ms = l.as_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u128) as i32
+        });
+        // SAFETY: out has room for `cap` events for the call.
+        unsafe { libc::epoll_wait(epfd, out.as_mut_ptr(), cap as libc::c_int, ms) }
+    };
+    if n < 0 {
+        return match Errno::last() {
+            Errno::EINTR => Ok(()),
+            e => Err(e),
+        };
+    }
+    // SAFETY: the kernel initialised the first n entries.
+    unsafe { out.set_len(n as usize) };
+    Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit; returns the limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
+/// The soft and hard limits of open files (`ulimit -n`, `ulimit -Hn`).
+pub fn nofile_limits() -> (u64, u64) {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((0, 0))
+}
+
+/// In a job child: a one-shot timer that raises the death signal after `after`, so that the job
+/// and its group die by their own clock even when the parent cannot act (it is busy in PHP code).
+/// The timer is not inherited by the job's own children and is deleted by `exec`.
+pub fn arm_backstop(after: Duration) -> Result<(), Errno> {
+    // SAFETY: plain-data structs, zeroed then filled; timer_create writes `id`, timer_settime
+    // reads `spec`; the death signal's handler was installed by `arm_parent_death`.
+    unsafe {
+        let mut sev: libc::sigevent = std::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_SIGNAL;
+        sev.sigev_signo = death_signal();
+        let mut id: libc::timer_t = std::mem::zeroed();
+        if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) < 0 {
+            return Err(Errno::last());
+        }
+        let ns = after.as_nanos().max(1);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (ns / 1_000_000_000).min(i64::MAX as u128) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        if libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) < 0 {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// Counts the forks of this process (any `fork()`: Forklift's, `pcntl_fork()`, ...), so that state
+/// inherited from the parent is recognised as such in the child. See [`fork_generation`].
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Registers the fork counter with `pthread_atfork` (once per process, at module start).
+pub fn count_forks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handler is a plain extern "C" fn that only bumps an atomic, which is
+        // async-signal-safe and so fine in a child right after fork().
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// How many times the processes this one descends from (and it) have been forked since
+/// [`count_forks`]: it changes in a child right after `fork()`, and nowhere else.
+pub fn fork_generation() -> u64 {
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}

@@ -13,8 +13,8 @@ use ext_php_rs::types::Zval;
 use ext_php_rs::zend::{ErrorInfo, ErrorObserver};
 
 use crate::core::ipc::Message;
-use crate::core::process::ChildEnd;
 use crate::core::record;
+use crate::core::spawn::ChildEnd;
 use crate::php::args;
 use crate::php::records::ErrorRecord;
 use crate::php::zend;

@@ -8,9 +8,10 @@ use ext_php_rs::zend::{try_catch, CatchError, ExecutorGlobals};
 
 use crate::core::ipc::Message;
 use crate::core::outcome::CHANNEL_EXCEPTION;
-use crate::core::process::ChildEnd;
 use crate::core::record::{Code, ExceptionRecord};
-use crate::core::{sys, wait};
+use crate::core::runtime;
+use crate::core::spawn::ChildEnd;
+use crate::core::sys;
 use crate::php::records::read_exception;
 use crate::php::{blackbox, hooks, timeout, values, zend};
 
@@ -41,7 +42,7 @@ impl Ending {
 /// The first thing a new child does: forget the parent's jobs, deadlines and output buffers, and
 /// send its records to `end`.
 pub(crate) fn become_child(end: ChildEnd, max_frame: usize) {
-    wait::forget_inherited();
+    runtime::reset_in_child();
     timeout::forget_inherited();
     blackbox::attach_child(end, max_frame);
     // Output the parent had buffered is the parent's to print, not ours.
@@ -118,7 +119,7 @@ pub fn run(
     let (code, _) = report_guarded(ending, max_frame);
     blackbox::report_unsent();
     // Jobs this job forked and let go of are run to their end, as a request end would.
-    wait::settle_detached();
+    crate::php::fork::settle_detached();
     flush_output();
     send_stats();
     sys::exit_now(code)

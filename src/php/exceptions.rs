@@ -141,7 +141,7 @@ pub fn invalid(msg: impl Into<String>) -> PhpException {
 pub fn from_core(err: Error) -> PhpException {
     let class = match &err {
         Error::InvalidArgument(_) => invalid_argument_ce(),
-        Error::Fork(_) => fork_ce(),
+        Error::Fork(_) | Error::Limit(_) => fork_ce(),
         Error::Channel(_) => channel_ce(),
         Error::System { .. } | Error::NotOwner { .. } | Error::Hook(_) => forklift_ce(),
     };

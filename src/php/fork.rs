@@ -1,14 +1,15 @@
 //! `Forklift\fork`, `Forklift\Process`, `Forklift\wait_any` and `Forklift\on_fork`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
 
-use crate::core::process::{fork_job, Deadline, Forked, Job, Reader};
-use crate::core::wait::{self, wait_first};
+use crate::core::deadline::Deadline;
+use crate::core::runtime::{self, ChildId, JobState};
+use crate::core::spawn::{fork_child, Forked};
 use crate::php::exceptions::{from_core, invalid};
 use crate::php::result::JobResult;
 use crate::php::{args, child, hooks, zend};
@@ -109,7 +110,8 @@ pub fn fork(job: &Zval, args: &[&Zval]) -> PhpResult<Process> {
     args::callable(job, "Forklift\\fork(): argument #1 ($job)")?;
     let limits = Limits::from_named(zend::extra_named_args(), "Forklift\\fork()")?;
     let max_frame = max_frame()?;
-    wait::reap_detached();
+    // Reap what has ended, keep what is due: a loop that only forks still supervises.
+    runtime::with(|rt| rt.poll()).map_err(from_core)?;
     let job_args: Vec<Zval> = args.iter().map(|z| z.shallow_clone()).collect();
     if hooks::run_prepare().is_err() {
         // The hook's exception is pending and is what the caller sees.
@@ -117,11 +119,19 @@ pub fn fork(job: &Zval, args: &[&Zval]) -> PhpResult<Process> {
             "a Forklift\\on_fork() prepare hook threw",
         ));
     }
-    match fork_job(max_frame, limits.deadline, Reader::Any).map_err(from_core)? {
+    let backstop = limits.deadline.map(|d| d.backstop());
+    match fork_child(backstop).map_err(from_core)? {
         Forked::Child(end) => child::run(end, job, &job_args, max_frame, limits.soft_timeout),
-        Forked::Parent(handle) => {
+        Forked::Parent(spawned) => {
+            let pid = spawned.pid.as_raw();
+            let (id, owner) = runtime::with(|rt| {
+                Ok((rt.adopt_job(spawned, max_frame, limits.deadline)?, rt.pid()))
+            })
+            .map_err(from_core)?;
             let process = Process {
-                job: Some(handle),
+                id: Some(id),
+                owner,
+                pid,
                 result: None,
             };
             if hooks::run_parent().is_err() {
@@ -131,6 +141,15 @@ pub fn fork(job: &Zval, args: &[&Zval]) -> PhpResult<Process> {
                 ));
             }
             Ok(process)
+        }
+    }
+}
+
+/// Waits until every job whose handle was dropped has ended (an accepted job is run).
+pub fn settle_detached() {
+    while runtime::with(|rt| Ok(rt.detached_running())).unwrap_or(0) > 0 {
+        if runtime::with(|rt| rt.turn(None)).is_err() {
+            return;
         }
     }
 }
@@ -160,64 +179,70 @@ pub fn on_fork(
 #[php_function]
 #[php(name = "Forklift\\wait_any")]
 pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zval> {
-    let deadline = args::wait_deadline(timeout, "Forklift\\wait_any(): argument #2 ($timeout)")?;
+    const W: &str = "Forklift\\wait_any()";
+    let deadline = args::wait_deadline(timeout, &format!("{W}: argument #2 ($timeout)"))?;
     if processes.is_empty() {
-        return Err(invalid(
-            "Forklift\\wait_any(): argument #1 ($processes) is empty; pass at least one Forklift\\Process",
-        ));
+        return Err(invalid(format!(
+            "{W}: argument #1 ($processes) is empty; pass at least one Forklift\\Process"
+        )));
     }
-    wait::reap_detached();
-    let mut keys = Vec::new();
-    let mut handles: Vec<Zval> = Vec::new();
-    let mut seen = Vec::new();
-    for (key, value) in processes.iter() {
-        let Some(obj) = value
-            .object()
-            .filter(|_| value.extract::<&Process>().is_some())
-        else {
-            return Err(invalid(format!(
-                "Forklift\\wait_any(): element [{key}] of argument #1 ($processes) must be a \
-                 Forklift\\Process, {} given",
-                args::describe(value)
-            )));
-        };
-        // The same handle twice would be two mutable borrows of one object: wait on it once.
-        let id = obj.handle;
-        if seen.contains(&id) {
-            continue;
+    let me = runtime::with(|rt| Ok(rt.pid())).map_err(from_core)?;
+    // One pass checks the arguments and finds a finished job; it stops at the first, so draining
+    // n finished jobs costs O(n) in all, not O(n) per call.
+    let mut ids = Vec::new();
+    let found = runtime::with(|rt| {
+        for (i, (key, value)) in processes.iter().enumerate() {
+            let Some(p) = value.extract::<&Process>() else {
+                return Ok(Err(invalid(format!(
+                    "{W}: element [{key}] of argument #1 ($processes) must be a \
+                     Forklift\\Process, {} given",
+                    args::describe(value)
+                ))));
+            };
+            let Some(id) = p.id else {
+                return Ok(Ok(Some(i)));
+            };
+            if let Err(e) = p.check_owner(me) {
+                return Ok(Err(from_core(e)));
+            }
+            if rt.job_state(id) == Some(JobState::Finished) {
+                return Ok(Ok(Some(i)));
+            }
+            ids.push((i, id));
         }
-        seen.push(id);
-        let mut k = Zval::new();
-        match key {
-            ArrayKey::Long(n) => k.set_long(n),
-            other => k.set_string(&other.to_string(), false)?,
-        }
-        keys.push(k);
-        handles.push(value.shallow_clone());
-    }
-    let mut procs: Vec<&mut Process> = handles
-        .iter_mut()
-        .map(|z| <&mut Process>::from_zval_mut(z).expect("checked to be a Process above"))
-        .collect();
-    let finished = procs.iter().position(|p| p.result.is_some());
-    let index = match finished {
+        Ok(Ok(None))
+    })
+    .map_err(from_core)??;
+    let index = match found {
         Some(i) => Some(i),
-        None => {
-            let mut jobs: Vec<&mut Job> = procs
-                .iter_mut()
-                .map(|p| p.job.as_mut().expect("running"))
-                .collect();
-            wait_first(&mut jobs, deadline).map_err(from_core)?
-        }
+        None => runtime::with(|rt| loop {
+            if let Some(k) = rt.first_finished(ids.iter().map(|(_, id)| *id)) {
+                return Ok(Some(ids[k].0));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            rt.turn(deadline)?;
+        })
+        .map_err(from_core)?,
     };
-    let Some(i) = index else {
+    let Some(index) = index else {
         let mut null = Zval::new();
         null.set_null();
         return Ok(null);
     };
-    procs[i].settle();
+    let (key, value) = processes.iter().nth(index).expect("index from this array");
+    let mut handle = value.shallow_clone();
+    if let Some(p) = <&mut Process>::from_zval_mut(&mut handle) {
+        p.settle()?;
+    }
     // The key as the array has it: int keys stay ints.
-    Ok(keys.swap_remove(i))
+    let mut k = Zval::new();
+    match key {
+        ArrayKey::Long(n) => k.set_long(n),
+        other => k.set_string(&other.to_string(), false)?,
+    }
+    Ok(k)
 }
 
 /// A job running (or finished) in a child process.
@@ -225,29 +250,43 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
 #[php(name = "Forklift\\Process")]
 #[php(flags = ClassFlags::Final)]
 pub struct Process {
-    /// `None` only once finished and settled into `result`.
-    job: Option<Job>,
+    /// The job in this process's runtime; `None` once finished and settled into `result`.
+    id: Option<ChildId>,
+    /// The process that forked the job: only it can wait for it or signal it.
+    owner: i32,
+    pid: i32,
     result: Option<JobResult>,
 }
 
 impl Process {
-    /// Turns a finished job into its result (once).
-    fn settle(&mut self) {
-        if self.result.is_some() {
-            return;
+    fn check_owner(&self, current: i32) -> crate::core::error::Result<()> {
+        if current != self.owner {
+            return Err(crate::core::error::Error::NotOwner {
+                pid: self.pid,
+                owner: self.owner,
+                current,
+            });
         }
-        if let Some(report) = self.job.as_mut().and_then(Job::take_report) {
-            self.result = Some(JobResult::from_report(report));
-            self.job = None;
-        }
+        Ok(())
     }
 
-    fn pid_raw(&self) -> i64 {
-        match (&self.job, &self.result) {
-            (Some(j), _) => j.pid() as i64,
-            (None, Some(r)) => r.pid(),
-            (None, None) => 0,
+    /// The job's id, if this process may use it and it is not settled yet.
+    fn running_id(&self) -> PhpResult<Option<ChildId>> {
+        let Some(id) = self.id else { return Ok(None) };
+        let me = runtime::with(|rt| Ok(rt.pid())).map_err(from_core)?;
+        self.check_owner(me).map_err(from_core)?;
+        Ok(Some(id))
+    }
+
+    /// Turns a finished job into its result (once). The value is unserialized here, outside the
+    /// runtime: that may run the application's `__unserialize`.
+    fn settle(&mut self) -> PhpResult<()> {
+        let Some(id) = self.id else { return Ok(()) };
+        if let Some(report) = runtime::with(|rt| Ok(rt.take_report(id))).map_err(from_core)? {
+            self.result = Some(JobResult::from_report(report));
+            self.id = None;
         }
+        Ok(())
     }
 }
 
@@ -255,48 +294,51 @@ impl Process {
 impl Process {
     /// The child's process id.
     pub fn pid(&self) -> i64 {
-        self.pid_raw()
+        self.pid as i64
     }
 
     /// Whether the child still runs. Never blocks; reaps the child once it has exited.
     pub fn is_running(&mut self) -> PhpResult<bool> {
-        if self.result.is_some() {
+        let Some(id) = self.running_id()? else {
             return Ok(false);
-        }
-        wait::reap_detached();
-        let job = self
-            .job
-            .as_mut()
-            .expect("a process without result has a job");
-        job.check_owner().map_err(from_core)?;
-        if !job.has_exited() {
+        };
+        let state = runtime::with(|rt| {
+            rt.poll()?;
+            Ok(rt.job_state(id))
+        })
+        .map_err(from_core)?;
+        if state == Some(JobState::Running) {
             return Ok(true);
         }
-        wait::wait_one(job).map_err(from_core)?;
-        self.settle();
+        self.settle()?;
         Ok(false)
     }
 
     /// Waits for the job to end and returns its result; later calls return the same result.
     pub fn wait(&mut self) -> PhpResult<JobResult> {
-        if let Some(r) = &self.result {
-            return Ok(r.share());
+        if let Some(id) = self.running_id()? {
+            runtime::with(|rt| {
+                while rt.job_state(id) == Some(JobState::Running) {
+                    rt.turn(None)?;
+                }
+                Ok(())
+            })
+            .map_err(from_core)?;
+            self.settle()?;
         }
-        let job = self
-            .job
-            .as_mut()
-            .expect("a process without result has a job");
-        wait::wait_one(job).map_err(from_core)?;
-        self.settle();
-        wait::reap_detached();
-        Ok(self.result.as_ref().expect("settled").share())
+        match &self.result {
+            Some(r) => Ok(r.share()),
+            None => Err(PhpException::from(
+                "Forklift\\Process::wait(): the job is unknown to this process's runtime",
+            )),
+        }
     }
 
     /// Sends a signal to the child; false when it has already ended.
     pub fn signal(&mut self, signo: i64) -> PhpResult<bool> {
         let signo = args::signal(signo, "Forklift\\Process::signal()")?;
-        match self.job.as_ref() {
-            Some(job) => job.signal(signo).map_err(from_core),
+        match self.running_id()? {
+            Some(id) => runtime::with(|rt| rt.signal_job(id, signo)).map_err(from_core),
             None => Ok(false),
         }
     }
@@ -304,8 +346,14 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
-            wait::detach(job);
+        if let Some(id) = self.id.take() {
+            // In a child that inherited this handle the runtime is a new one: nothing to detach.
+            let _ = runtime::with(|rt| {
+                if rt.pid() == self.owner {
+                    rt.detach(id);
+                }
+                Ok(())
+            });
         }
     }
 }

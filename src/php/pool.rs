@@ -18,9 +18,11 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ArrayKey, ZendCallable, ZendHashTable, Zval};
 use ext_php_rs::zend::try_catch;
 
+use crate::core::deadline::Deadline;
 use crate::core::ipc::Message;
-use crate::core::pool::{self as core_pool, Config, Refused};
-use crate::core::process::{fork_job, Deadline, Forked, Reader, Receiver};
+use crate::core::pool::{Config, Refused};
+use crate::core::runtime::{self, PoolId};
+use crate::core::spawn::{fork_child, ChildEnd, Forked, Receiver};
 use crate::core::sys;
 use crate::php::child::{self, Ending};
 use crate::php::exceptions::{forklift_ce, from_core, invalid, pool_ce, pool_full_ce};
@@ -43,104 +45,136 @@ struct Setup {
     max_frame: usize,
 }
 
+impl Setup {
+    /// A copy for the fork, so that no borrow of the pool is held across it.
+    fn copy(&self) -> Setup {
+        Setup {
+            handler: self.handler.shallow_clone(),
+            on_start: self.on_start.as_ref().map(Zval::shallow_clone),
+            soft_timeout: self.soft_timeout,
+            memory_limit: self.memory_limit.clone(),
+            name: self.name.clone(),
+            max_frame: self.max_frame,
+        }
+    }
+}
+
 /// Where a task's result lands; shared by the pool and the task's handle.
 type Slot = RefCell<Option<JobResult>>;
 
 struct Inner {
     /// The process that made the pool; its workers are that process's children only.
     owner: i32,
-    core: core_pool::Pool,
+    /// The pool's supervision state, in the process's runtime.
+    id: PoolId,
     setup: Setup,
     block_when_full: bool,
     on_result: Vec<Zval>,
     /// Results of tasks whose `Task` handle still exists.
     slots: HashMap<u64, Weak<Slot>>,
-    closed: bool,
     /// Finished tasks whose `onResult` callbacks have not run yet (a callback that throws stops
     /// the round; the rest get theirs at the pool's next call).
     undelivered: std::collections::VecDeque<(u64, JobResult)>,
     /// Tasks handed back by `shutdown()`/`kill()` before they ran.
     handed_back: std::collections::HashSet<u64>,
+    /// Set once the runtime has forgotten the pool (after its workers are gone).
+    removed: bool,
 }
 
-impl Inner {
-    /// Errors unless called in the process that made the pool (not in a child that inherited it).
-    fn check_owner(&self) -> PhpResult<()> {
-        let current = sys::current_pid();
-        if current == self.owner {
-            return Ok(());
-        }
-        Err(PhpException::new(
-            format!(
-                "this Forklift\\Pool belongs to process {}, not to this process ({current}): a \
-                 forked job or worker cannot use its parent's pool; make a pool in the child",
-                self.owner
-            ),
-            0,
-            forklift_ce(),
-        ))
-    }
-
-    /// One supervision turn; finished tasks' results go to their slots and to `undelivered`.
-    fn turn(&mut self, deadline: Option<Instant>) -> PhpResult<()> {
-        self.check_owner()?;
-        let setup = &self.setup;
-        let mut spawn = |number: usize| -> crate::core::error::Result<crate::core::process::Job> {
-            // The application's fork hooks run around a worker's fork as around any other.
-            if hooks::run_prepare().is_err() {
-                return Err(crate::core::error::Error::Hook(
-                    "a Forklift\\on_fork() prepare hook threw",
-                ));
-            }
-            match fork_job(setup.max_frame, None, Reader::Owner)? {
-                Forked::Parent(job) => {
-                    if hooks::run_parent().is_err() {
-                        return Err(crate::core::error::Error::Hook(
-                            "a Forklift\\on_fork() parent hook threw",
-                        ));
-                    }
-                    Ok(job)
-                }
-                Forked::Child(end) => worker_main(end, setup, number),
-            }
-        };
-        self.core.turn(&mut spawn, deadline).map_err(from_core)?;
-        if self.closed {
-            self.core.stop_idle();
-        }
-        for f in self.core.take_finished() {
-            let result = JobResult::from_report(f.report).with_attempts(f.attempts);
-            if let Some(slot) = self.slots.remove(&f.id).and_then(|w| w.upgrade()) {
-                *slot.borrow_mut() = Some(result.share());
-            }
-            if !self.on_result.is_empty() {
-                self.undelivered.push_back((f.id, result));
-            }
-        }
-        Ok(())
-    }
+fn not_ours(owner: i32, current: i32) -> PhpException {
+    PhpException::new(
+        format!(
+            "this Forklift\\Pool belongs to process {owner}, not to this process ({current}): a \
+             forked job or worker cannot use its parent's pool; make a pool in the child"
+        ),
+        0,
+        forklift_ce(),
+    )
 }
 
-/// Errors unless this process made the pool. A worker holds a copy of its pool that was being
-/// supervised (borrowed) when it was forked: that counts as not this process's pool either.
+/// Errors unless called in the process that made the pool (not in a child that inherited it).
 fn check_owner(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
-    match inner.try_borrow() {
-        Ok(i) => i.check_owner(),
-        Err(_) => Err(PhpException::new(
-            "this Forklift\\Pool belongs to the process that made it: a worker cannot use its own \
-             pool; make a pool in the worker if it needs one"
-                .into(),
-            0,
-            forklift_ce(),
-        )),
+    let current = runtime::with(|rt| Ok(rt.pid())).map_err(from_core)?;
+    let owner = inner.borrow().owner;
+    if current != owner {
+        return Err(not_ours(owner, current));
     }
+    Ok(())
+}
+
+/// Forks the workers the pool is missing, from this top-level frame: no borrow of the pool or the
+/// runtime is held across a fork.
+fn spawn_missing(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
+    let id = inner.borrow().id;
+    let missing = runtime::with(|rt| Ok(rt.pool(id).missing(Instant::now()))).map_err(from_core)?;
+    if missing == 0 {
+        return Ok(());
+    }
+    let setup = inner.borrow().setup.copy();
+    for _ in 0..missing {
+        let number = runtime::with(|rt| Ok(rt.pool(id).next_number())).map_err(from_core)?;
+        // The application's fork hooks run around a worker's fork as around any other.
+        if hooks::run_prepare().is_err() {
+            return Err(PhpException::from(
+                "a Forklift\\on_fork() prepare hook threw",
+            ));
+        }
+        match fork_child(None).map_err(from_core)? {
+            Forked::Child(end) => worker_main(end, &setup, number),
+            Forked::Parent(spawned) => {
+                runtime::with(|rt| rt.adopt_worker(spawned, setup.max_frame, id, number))
+                    .map_err(from_core)?;
+                if hooks::run_parent().is_err() {
+                    return Err(PhpException::from(
+                        "a Forklift\\on_fork() parent hook threw",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes the pool's finished tasks: results to their slots and to `undelivered`. Unserializing a
+/// value may run the application's code, so it happens here, outside the runtime.
+fn collect(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
+    let id = inner.borrow().id;
+    let finished = runtime::with(|rt| Ok(rt.pool(id).take_finished())).map_err(from_core)?;
+    for f in finished {
+        let result = JobResult::from_report(f.report).with_attempts(f.attempts);
+        let mut i = inner.borrow_mut();
+        if let Some(slot) = i.slots.remove(&f.id).and_then(|w| w.upgrade()) {
+            *slot.borrow_mut() = Some(result.share());
+        }
+        if !i.on_result.is_empty() {
+            i.undelivered.push_back((f.id, result));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` on the pool's supervision state in the runtime.
+fn core<R>(
+    inner: &Rc<RefCell<Inner>>,
+    f: impl FnOnce(&mut crate::core::pool::Pool) -> R,
+) -> PhpResult<R> {
+    let id = inner.borrow().id;
+    runtime::with(|rt| Ok(f(rt.pool(id)))).map_err(from_core)
+}
+
+/// One turn of the process's loop for this pool: fork missing workers, wait (at most until
+/// `deadline`), take finished tasks. Callbacks are not run here.
+fn step(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
+    spawn_missing(inner)?;
+    runtime::with(|rt| rt.turn(deadline)).map_err(from_core)?;
+    collect(inner)
 }
 
 /// Runs one turn and then the `onResult` callbacks, with no borrow of the pool held while they
 /// run (they may submit more tasks).
 fn turn(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
     check_owner(inner)?;
-    inner.borrow_mut().turn(deadline)?;
+    step(inner, deadline)?;
     deliver(inner)
 }
 
@@ -320,16 +354,18 @@ impl Pool {
             name,
             max_frame: max_frame()?,
         };
+        let (id, owner) =
+            runtime::with(|rt| Ok((rt.add_pool(config), rt.pid()))).map_err(from_core)?;
         let inner = Inner {
-            owner: sys::current_pid(),
-            core: core_pool::Pool::new(config),
+            owner,
+            id,
             setup,
             block_when_full: blockWhenFull,
             on_result: Vec::new(),
             slots: HashMap::new(),
-            closed: false,
             undelivered: Default::default(),
             handed_back: Default::default(),
+            removed: false,
         };
         let pool = Pool {
             inner: Rc::new(RefCell::new(inner)),
@@ -345,27 +381,33 @@ impl Pool {
         check_owner(&self.inner)?;
         let (format, bytes) = values::serialize(payload, values::Subject::Payload)
             .map_err(|u| invalid(format!("Forklift\\Pool::submit(): {}", u.message)))?;
+        let pool = self.inner.borrow().id;
         loop {
-            let refused = {
-                let mut i = self.inner.borrow_mut();
-                match i.core.submit(format, bytes.clone()) {
-                    Ok(id) => {
-                        let slot = Rc::new(RefCell::new(None));
-                        i.slots.insert(id, Rc::downgrade(&slot));
-                        let idle = i.core.has_idle_worker();
-                        drop(i);
-                        // Hand it to an idle worker at once; otherwise it waits for one.
-                        if idle {
-                            turn(&self.inner, Some(Instant::now()))?;
-                        }
-                        return Ok(Task {
-                            id,
-                            slot,
-                            pool: Rc::downgrade(&self.inner),
-                        });
-                    }
-                    Err(r) => r,
+            let accepted = runtime::with(|rt| {
+                let submitted = rt.pool(pool).submit(format, bytes.clone());
+                // Hand it to an idle worker at once (one write, no wait); otherwise it waits for
+                // one.
+                if submitted.is_ok() && rt.pool(pool).has_idle_worker() {
+                    rt.service_pool(pool);
                 }
+                Ok(submitted)
+            })
+            .map_err(from_core)?;
+            // Accepted: from here nothing may throw, or a caller who retries runs it twice.
+            let refused = match accepted {
+                Ok(id) => {
+                    let slot = Rc::new(RefCell::new(None));
+                    self.inner
+                        .borrow_mut()
+                        .slots
+                        .insert(id, Rc::downgrade(&slot));
+                    return Ok(Task {
+                        id,
+                        slot,
+                        pool: Rc::downgrade(&self.inner),
+                    });
+                }
+                Err(r) => r,
             };
             match refused {
                 Refused::Full if self.inner.borrow().block_when_full => turn(&self.inner, None)?,
@@ -374,7 +416,7 @@ impl Pool {
                         format!(
                             "Forklift\\Pool::submit(): the queue is full ({} tasks wait): wait for \
                              results, raise queueSize:, or pass blockWhenFull: true",
-                            self.inner.borrow().core.queued()
+                            core(&self.inner, |c| c.queued())?
                         ),
                         0,
                         pool_full_ce(),
@@ -410,7 +452,7 @@ impl Pool {
     pub fn drain(&mut self) -> PhpResult<()> {
         // Callbacks left over from a round in which one threw come first.
         deliver(&self.inner)?;
-        while !self.inner.borrow().core.idle() {
+        while !core(&self.inner, |c| c.idle())? {
             turn(&self.inner, None)?;
         }
         self.raise_if_stopped()
@@ -430,10 +472,12 @@ impl Pool {
 
     /// Workers (pid, state, tasks done, RSS, current task and its age) and the pool's counters.
     pub fn stats(&self) -> PhpResult<ext_php_rs::boxed::ZBox<ZendHashTable>> {
-        let i = self.inner.borrow();
+        let (list, c, queued, running) = core(&self.inner, |c| {
+            (c.workers(), c.counters().clone(), c.queued(), c.running())
+        })?;
         let mut out = ZendHashTable::new();
         let mut workers = ZendHashTable::new();
-        for w in i.core.workers() {
+        for w in list {
             let mut row = ZendHashTable::new();
             row.insert("number", w.number as i64)?;
             row.insert("pid", w.pid as i64)?;
@@ -444,10 +488,9 @@ impl Pool {
             row.insert("taskAge", w.task_age.map(|a| a.as_secs_f64()))?;
             workers.push(row)?;
         }
-        let c = i.core.counters();
         out.insert("workers", workers)?;
-        out.insert("queued", i.core.queued() as i64)?;
-        out.insert("running", i.core.running() as i64)?;
+        out.insert("queued", queued as i64)?;
+        out.insert("running", running as i64)?;
         for (k, v) in [
             ("submitted", c.submitted),
             ("completed", c.completed),
@@ -503,7 +546,7 @@ impl Pool {
 
 impl Pool {
     fn raise_if_stopped(&self) -> PhpResult<()> {
-        match self.inner.borrow().core.stopped() {
+        match core(&self.inner, |c| c.stopped().map(str::to_string))? {
             Some(cause) => Err(PhpException::new(
                 format!("Forklift\\Pool: the pool has stopped: {cause}"),
                 0,
@@ -515,9 +558,7 @@ impl Pool {
 
     /// Raises once the pool has stopped and nothing it accepted is left to finish.
     fn raise_if_stopped_with_work(&self) -> PhpResult<()> {
-        let i = self.inner.borrow();
-        if i.core.stopped().is_some() && i.core.idle() {
-            drop(i);
+        if core(&self.inner, |c| c.stopped().is_some() && c.idle())? {
             return self.raise_if_stopped();
         }
         Ok(())
@@ -525,12 +566,9 @@ impl Pool {
 
     fn close(&mut self, kill: bool) -> PhpResult<Vec<(i64, Zval)>> {
         check_owner(&self.inner)?;
-        let unrun = {
-            let mut i = self.inner.borrow_mut();
-            i.closed = true;
-            i.core.close(kill)
-        };
-        while self.inner.borrow().core.workers_left() > 0 {
+        let id = self.inner.borrow().id;
+        let unrun = runtime::with(|rt| Ok(rt.close_pool(id, kill))).map_err(from_core)?;
+        while core(&self.inner, |c| c.workers_left())? > 0 {
             turn(&self.inner, None)?;
         }
         let mut back = Vec::new();
@@ -548,27 +586,30 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        // A copy inherited by a forked child: the workers are the parent's business.
+        if check_owner(&self.inner).is_err() {
+            return;
+        }
         // An accepted task is run: finish the queue (without callbacks: the pool's user is gone),
         // then let the workers go.
-        let Ok(mut i) = self.inner.try_borrow_mut() else {
-            return;
+        let quietly = |inner: &Rc<RefCell<Inner>>| -> PhpResult<()> {
+            while !core(inner, |c| c.idle() || c.stopped().is_some())? {
+                step(inner, None)?;
+            }
+            let id = inner.borrow().id;
+            runtime::with(|rt| Ok(rt.close_pool(id, false))).map_err(from_core)?;
+            while core(inner, |c| c.workers_left())? > 0 {
+                step(inner, None)?;
+            }
+            Ok(())
         };
-        // A copy inherited by a forked child: the workers are the parent's business.
-        if i.check_owner().is_err() {
-            return;
-        }
-        while !i.core.idle() && i.core.stopped().is_none() {
-            if i.turn(None).is_err() {
-                break;
-            }
-        }
-        i.closed = true;
-        i.core.close(false);
-        while i.core.workers_left() > 0 {
-            if i.turn(None).is_err() {
-                break;
-            }
-        }
+        let _ = quietly(&self.inner);
+        let id = self.inner.borrow().id;
+        let _ = runtime::with(|rt| {
+            rt.remove_pool(id);
+            Ok(())
+        });
+        self.inner.borrow_mut().removed = true;
     }
 }
 
@@ -623,8 +664,15 @@ impl Task {
                     pool_ce(),
                 ));
             }
-            if let Some(cause) = pool.borrow().core.stopped().map(str::to_string) {
-                if pool.borrow().core.idle() && self.slot.borrow().is_none() {
+            if pool.borrow().removed {
+                return Err(PhpException::new(
+                    "Forklift\\Task::wait(): its pool is gone; keep the pool until its tasks are done".into(),
+                    0,
+                    pool_ce(),
+                ));
+            }
+            if let Some(cause) = core(&pool, |c| c.stopped().map(str::to_string))? {
+                if core(&pool, |c| c.idle())? && self.slot.borrow().is_none() {
                     return Err(PhpException::new(
                         format!("Forklift\\Task::wait(): the pool has stopped: {cause}"),
                         0,
@@ -648,7 +696,7 @@ fn set_title(setup: &Setup, number: usize, what: &str) {
 }
 
 /// A worker's life: start hook, `Ready`, then one task after another until `Stop`.
-fn worker_main(end: crate::core::process::ChildEnd, setup: &Setup, number: usize) -> ! {
+fn worker_main(end: ChildEnd, setup: &Setup, number: usize) -> ! {
     let mut rx = Receiver::new(&end, setup.max_frame);
     child::become_child(end, setup.max_frame);
     set_title(setup, number, "starting");
