@@ -174,6 +174,9 @@ final class JobResult
     /** The pid the job ran as. */
     public function pid(): int {}
 
+    /** What var_dump() and print_r() show: every getter above, by its name; records dump themselves. */
+    public function __debugInfo(): array {}
+
     public function __toString(): string {}
 }
 
@@ -305,6 +308,12 @@ final class Task
      * @throws PoolException when shutdown()/kill() handed the task back, or its pool is gone
      */
     public function wait(): JobResult {}
+
+    /**
+     * What var_dump() and print_r() show: id, done and result (the JobResult, or null). Reads what
+     * the pool has already collected; unlike isDone() it does not check on the workers.
+     */
+    public function __debugInfo(): array {}
 }
 
 /** One PHP error (notice, warning, deprecation, fatal error ...). Immutable. */
@@ -330,6 +339,9 @@ final class ErrorRecord
     /** Whether this level stops PHP (E_ERROR, E_USER_ERROR, E_PARSE, ...). */
     public function isFatal(): bool {}
 
+    /** What var_dump() and print_r() show: level, levelName, message, file, line, trace. */
+    public function __debugInfo(): array {}
+
     public function __toString(): string {}
 }
 
@@ -354,6 +366,9 @@ final class ExceptionRecord
     public function trace(): string {}
 
     public function previous(): ?ExceptionRecord {}
+
+    /** What var_dump() and print_r() show: className, message, code, file, line, trace, previous. */
+    public function __debugInfo(): array {}
 
     public function __toString(): string {}
 }

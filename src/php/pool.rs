@@ -640,6 +640,18 @@ impl Task {
         Ok(self.slot.borrow().is_some())
     }
 
+    /// What `var_dump()` and `print_r()` show: the id and, once the pool has it, the result. Reads
+    /// the result slot only; it neither blocks nor drives the pool.
+    #[php(name = "__debugInfo")]
+    pub fn debug_info(&self) -> PhpResult<ext_php_rs::boxed::ZBox<ZendHashTable>> {
+        let slot = self.slot.borrow();
+        let mut out = ZendHashTable::new();
+        out.insert("id", self.id as i64)?;
+        out.insert("done", slot.is_some())?;
+        out.insert("result", slot.as_ref().map(JobResult::share))?;
+        Ok(out)
+    }
+
     /// Waits for the task to finish and returns its result; later calls return the same result.
     pub fn wait(&self) -> PhpResult<JobResult> {
         loop {

@@ -1,9 +1,10 @@
 //! `Forklift\ErrorRecord` and `Forklift\ExceptionRecord`: the blackbox's records as immutable PHP
 //! value objects, and the reading of a live PHP exception into a record.
 
+use ext_php_rs::boxed::ZBox;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::{ZendObject, Zval};
+use ext_php_rs::types::{ZendHashTable, ZendObject, Zval};
 
 use crate::core::record;
 
@@ -40,6 +41,18 @@ impl ErrorRecord {
     /// Whether this level stops PHP (E_ERROR, E_USER_ERROR, E_PARSE, ...).
     pub fn is_fatal(&self) -> bool {
         self.inner.is_fatal()
+    }
+    /// What `var_dump()` and `print_r()` show: every getter's value, under the getter's name.
+    #[php(name = "__debugInfo")]
+    pub fn debug_info(&self) -> PhpResult<ZBox<ZendHashTable>> {
+        let mut out = ZendHashTable::new();
+        out.insert("level", self.level())?;
+        out.insert("levelName", self.level_name())?;
+        out.insert("message", self.message())?;
+        out.insert("file", self.file())?;
+        out.insert("line", self.line())?;
+        out.insert("trace", self.trace())?;
+        Ok(out)
     }
     pub fn __to_string(&self) -> String {
         format!(
@@ -94,6 +107,20 @@ impl ExceptionRecord {
             .previous
             .as_deref()
             .map(|p| ExceptionRecord { inner: p.clone() })
+    }
+    /// What `var_dump()` and `print_r()` show: every getter's value, under the getter's name; the
+    /// previous exception dumps itself in turn.
+    #[php(name = "__debugInfo")]
+    pub fn debug_info(&self) -> PhpResult<ZBox<ZendHashTable>> {
+        let mut out = ZendHashTable::new();
+        out.insert("className", self.class_name())?;
+        out.insert("message", self.message())?;
+        out.insert("code", self.code())?;
+        out.insert("file", self.file())?;
+        out.insert("line", self.line())?;
+        out.insert("trace", self.trace())?;
+        out.insert("previous", self.previous())?;
+        Ok(out)
     }
     pub fn __to_string(&self) -> String {
         self.inner.summary()

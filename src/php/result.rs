@@ -2,10 +2,11 @@
 
 use std::rc::Rc;
 
+use ext_php_rs::boxed::ZBox;
 use ext_php_rs::convert::IntoZval;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::Zval;
+use ext_php_rs::types::{ZendHashTable, Zval};
 
 use crate::core::outcome::{Outcome, Report};
 use crate::core::sys::signal_name;
@@ -153,6 +154,30 @@ impl JobResult {
     /// The pid the job ran as.
     pub fn pid(&self) -> i64 {
         self.report.pid as i64
+    }
+    /// What `var_dump()` and `print_r()` show: every getter's value, under the getter's name.
+    #[php(name = "__debugInfo")]
+    pub fn debug_info(&self) -> PhpResult<ZBox<ZendHashTable>> {
+        let mut out = ZendHashTable::new();
+        out.insert("outcome", self.outcome())?;
+        out.insert("ok", self.ok())?;
+        out.insert("value", self.value())?;
+        out.insert("cause", self.cause())?;
+        out.insert("exitCode", self.exit_code())?;
+        out.insert("signal", self.signal())?;
+        out.insert("signalName", self.signal_name())?;
+        out.insert("coreDumped", self.core_dumped())?;
+        out.insert("timedOut", self.timed_out())?;
+        out.insert("duration", self.duration())?;
+        out.insert("cpuTime", self.cpu_time())?;
+        out.insert("peakMemory", self.peak_memory())?;
+        out.insert("maxRss", self.max_rss())?;
+        out.insert("errors", self.errors())?;
+        out.insert("exception", self.exception())?;
+        out.insert("fatalError", self.fatal_error())?;
+        out.insert("attempts", self.attempts())?;
+        out.insert("pid", self.pid())?;
+        Ok(out)
     }
     pub fn __to_string(&self) -> String {
         match self.report.outcome {

@@ -940,17 +940,26 @@ final class PoolTest extends TestCase
 
     public function test_fork_hooks_run_around_worker_forks_and_in_each_worker(): void
     {
-        $marker = tempnam(sys_get_temp_dir(), 'forklift');
         $prepared = 0;
         \Forklift\on_fork(
             prepare: function () use (&$prepared) { $prepared++; },
-            child: function () use ($marker) { file_put_contents($marker, 'child hook ' . getmypid()); }
+            // Runs in each new worker, before its first task; what it sets there is that worker's
+            // own, so the two workers cannot overwrite each other's mark (a shared file could).
+            child: function () { $GLOBALS['forklift_pool_test_child_hook'] = getmypid(); }
         );
-        $pool = $this->pool = new Pool(fn ($x) => file_get_contents($marker), workers: 2);
-        $value = $pool->submit(1)->wait()->value();
+        $pool = $this->pool = new Pool(
+            fn () => ['hook ran in' => $GLOBALS['forklift_pool_test_child_hook'] ?? null, 'task ran in' => getmypid()],
+            workers: 2,
+        );
+        $r = $pool->submit(1)->wait();
         $this->assertSame(2, $prepared, 'prepare ran before each worker fork');
-        $this->assertStringStartsWith('child hook ', $value);
-        unlink($marker);
+        $this->assertSame('ok', $r->outcome(), (string) $r->cause());
+        $this->assertSame(
+            ['hook ran in' => $r->pid(), 'task ran in' => $r->pid()],
+            $r->value(),
+            'the child hook ran in the worker that ran the task, before the task',
+        );
+        $this->assertArrayNotHasKey('forklift_pool_test_child_hook', $GLOBALS, 'the child hook ran in the worker only');
     }
 
     public function test_a_worker_whose_result_dies_in_serialization_is_replaced(): void
