@@ -1,50 +1,44 @@
 <?php
 /*
- * Pool throughput: tiny tasks (fn (int $x) => $x * 2) per second through
- *   (a) Forklift\Pool, and
- *   (b) a prefork pool written by hand with pcntl: N workers forked with pcntl_fork, one
- *       stream_socket_pair each; the parent sends length-prefixed serialize()d tasks, reads
- *       length-prefixed serialize()d results and multiplexes with stream_select; the workers
- *       loop reading tasks until EOF.
- * Same worker count, same task count; both keep every worker busy (the Forklift queue is kept
- * full by submit(); the hand-written parent keeps BENCH_POOL_DEPTH tasks in flight per worker,
- * default 1, which is Forklift's one task per worker at a time). Workers are started and warmed
- * up before the clock starts. Rounds alternate (a)/(b); the best round of each is reported.
+ * Pool throughput: tiny tasks (fn (int $x) => $x * 2) per second through Forklift\Pool and through
+ * a prefork pool written by hand with pcntl: N workers forked with pcntl_fork, one
+ * stream_socket_pair each; the parent sends length-prefixed serialize()d tasks, reads
+ * length-prefixed serialize()d results and multiplexes with stream_select; the workers loop
+ * reading tasks until EOF. The hand-written parent keeps `depth` tasks in flight per worker.
+ *
+ * Two pairings, each Forklift side against the raw pool at the same depth:
+ *   1. Forklift\Pool at default settings (no prefetch: argument, one task per worker at a time)
+ *      under a backlog (submit all tasks, then drain)   vs  raw pcntl pool, depth 1.   goal >= 2x
+ *   2. Forklift\Pool with prefetch: N (same backlog)     vs  raw pcntl pool, depth N.   goal >= 1.0x
+ * Same worker count and task count everywhere; workers are started and warmed up before the clock
+ * starts. The four runs are interleaved in every round (order reversed every other round), and the
+ * table shows per side the median and the range (min-max) across rounds and the ratio of medians.
  *
  * usage: php -d extension=target/release/libforklift.so bench/pool.php
- * env:   BENCH_POOL_TASKS (default 20000)  BENCH_POOL_WORKERS (default 4)
- *        BENCH_POOL_ROUNDS (default 3)     BENCH_POOL_DEPTH (default 1)
- *        BENCH_POOL_PREFETCH (default 8): the second Forklift run's prefetch: (tasks per worker at once)
- * prints: forklift_tasks_per_s=<n> pcntl_tasks_per_s=<n> ratio=<forklift/pcntl>, then a table row.
+ * env:   BENCH_ROUNDS (default 5)          BENCH_POOL_TASKS (default 10000 per run)
+ *        BENCH_POOL_WORKERS (default 4)    BENCH_POOL_PREFETCH (default 8): N of pairing 2
  * Informational: speed is not asserted. Exits 1 when a run gives a wrong result, 3 when
  * Forklift\Pool or pcntl is not available.
  */
 
 declare(strict_types=1);
 
-function env_int(string $name, int $default, int $min): int
-{
-    $v = getenv($name);
-    if ($v === false || $v === '') {
-        return $default;
-    }
-    if (!ctype_digit($v) || (int) $v < $min) {
-        fwrite(STDERR, "bench/pool.php: $name must be an integer of at least $min, '$v' given\n");
-        exit(2);
-    }
-    return (int) $v;
-}
+require __DIR__ . '/report.php';
 
 function fail(string $why): never
 {
-    fwrite(STDERR, "bench/pool.php: $why\n");
-    exit(1);
+    bench_fail($why);
 }
 
-/** @return float tasks per second through Forklift\Pool */
-function run_forklift(int $workers, int $tasks, int $prefetch = 1): float
+/**
+ * @param int|null $prefetch null: the pool's default (no prefetch: argument)
+ * @return float tasks per second through Forklift\Pool
+ */
+function run_forklift(int $workers, int $tasks, ?int $prefetch): float
 {
-    $pool = new Forklift\Pool(fn (int $x) => $x * 2, workers: $workers, queueSize: 1000, name: 'bench', prefetch: $prefetch);
+    $pool = $prefetch === null
+        ? new Forklift\Pool(fn (int $x) => $x * 2, workers: $workers, name: 'bench')
+        : new Forklift\Pool(fn (int $x) => $x * 2, workers: $workers, name: 'bench', prefetch: $prefetch);
     $sum = 0;
     $done = 0;
     $bad = 0;
@@ -234,27 +228,50 @@ if (!function_exists('pcntl_fork')) {
     exit(3);
 }
 
-$tasks = env_int('BENCH_POOL_TASKS', 20000, 1);
+$rounds = env_int('BENCH_ROUNDS', 5, 1);
+$tasks = env_int('BENCH_POOL_TASKS', 10000, 1);
 $workers = env_int('BENCH_POOL_WORKERS', 4, 1);
-$rounds = env_int('BENCH_POOL_ROUNDS', 3, 1);
-$depth = env_int('BENCH_POOL_DEPTH', 1, 1);
-
 $prefetch = env_int('BENCH_POOL_PREFETCH', 8, 1);
 
-$best = ['forklift' => 0.0, 'prefetch' => 0.0, 'pcntl' => 0.0];
-for ($r = 0; $r < $rounds; $r++) {
-    $best['forklift'] = max($best['forklift'], run_forklift($workers, $tasks));
-    $best['prefetch'] = max($best['prefetch'], run_forklift($workers, $tasks, $prefetch));
-    $best['pcntl'] = max($best['pcntl'], run_pcntl($workers, $tasks, $depth));
+// Each pairing: a Forklift side (prefetch null: the default) against the raw pool at a depth.
+$pairings = [
+    ['fk' => 'forklift Pool, default settings', 'prefetch' => null,
+        'pc' => 'raw pcntl pool, depth 1', 'depth' => 1, 'goal' => 2.0],
+    ['fk' => "forklift Pool, prefetch: $prefetch", 'prefetch' => $prefetch,
+        'pc' => "raw pcntl pool, depth $prefetch", 'depth' => $prefetch, 'goal' => 1.0],
+];
+$runs = []; // [pairing index, 'forklift'|'pcntl'], A B A B ...
+foreach ($pairings as $i => $_) {
+    $runs[] = [$i, 'forklift'];
+    $runs[] = [$i, 'pcntl'];
 }
-$ratio = $best['forklift'] / $best['pcntl'];
-$ratioPrefetch = $best['prefetch'] / $best['pcntl'];
+$samples = array_fill(0, count($pairings), ['forklift' => [], 'pcntl' => []]);
 
-printf(
-    "forklift_tasks_per_s=%.0f forklift_prefetch_tasks_per_s=%.0f pcntl_tasks_per_s=%.0f ratio=%.2f ratio_prefetch=%.2f\n",
-    $best['forklift'], $best['prefetch'], $best['pcntl'], $ratio, $ratioPrefetch
-);
-printf(
-    "pool  tasks=%d workers=%d pcntl-depth=%d rounds=%d | forklift %.0f/s (x%.2f) | forklift prefetch:%d %.0f/s (x%.2f) | pcntl %.0f/s (best round each; goal >= 2x; informational)\n",
-    $tasks, $workers, $depth, $rounds, $best['forklift'], $ratio, $prefetch, $best['prefetch'], $ratioPrefetch, $best['pcntl']
+for ($r = 0; $r < $rounds; $r++) {
+    $line = [];
+    foreach (round_order($runs, $r) as [$i, $side]) {
+        $p = $pairings[$i];
+        if ($side === 'forklift') {
+            $perS = run_forklift($workers, $tasks, $p['prefetch']);
+            $line[] = sprintf('fk-%s %.0f', $p['prefetch'] === null ? 'default' : "prefetch{$p['prefetch']}", $perS);
+        } else {
+            $perS = run_pcntl($workers, $tasks, $p['depth']);
+            $line[] = sprintf('pcntl-depth%d %.0f', $p['depth'], $perS);
+        }
+        $samples[$i][$side][] = $perS;
+    }
+    printf("  round %d/%d (tasks/s): %s\n", $r + 1, $rounds, implode('  ', $line));
+}
+
+$rows = [];
+foreach ($pairings as $i => $p) {
+    $ratio = median($samples[$i]['forklift']) / median($samples[$i]['pcntl']);
+    $rows[] = [$p['fk'], $samples[$i]['forklift'],
+        sprintf('%.2fx vs depth %d (goal >= %.1fx: %s)', $ratio, $p['depth'], $p['goal'], $ratio >= $p['goal'] ? 'met' : 'MISSED')];
+    $rows[] = [$p['pc'], $samples[$i]['pcntl'], 'baseline'];
+}
+print_table(
+    sprintf('pool throughput: %d tiny tasks per run, %d workers, %d rounds interleaved (tasks/s, higher is better)', $tasks, $workers, $rounds),
+    $rows,
+    0
 );

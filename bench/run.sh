@@ -1,40 +1,88 @@
 #!/usr/bin/env bash
-# Fork round-trip benchmark, side by side in one run:
-#   (a) Forklift\fork(fn () => 42)->wait()                      -- the extension
-#   (b) pcntl_fork + socket_create_pair + serialize + waitpid  -- what users write today (child exit())
-#   (b') the same by a careful user whose child skips PHP's shutdown (kills itself with SIGKILL)
-#   (c) bare C fork/_exit/waitpid at the same resident memory   -- the physical limit
-# at a parent heap of ~10 MB and ~200 MB. Goals: a/b <= 1.0 and a/c <= 1.3.
-# Then timeout latency (bench/timeouts.php): how long after a job's timeout: wait() returns
-# (goal p99 < 10 ms), and how long after Forklift\timeout()'s deadline the TimeoutException is
-# caught, for a CPU loop and for usleep() (goal p99 < 2 ms).
+# Forklift benchmarks. Every comparison runs ours and its baseline INTERLEAVED in the same run
+# (A B, B A, A B, ...: the order is reversed every other round so that no side always goes first),
+# for BENCH_ROUNDS rounds, and reports per side the median and the range (min-max) across rounds,
+# and the ratio of the medians. On a noisy machine one run of each after the other can be off by
+# 30 %; medians of interleaved rounds are not.
 #
-# Informational: speed is not asserted; exits 0 when the goals are missed, and also when
-# Forklift\fork is not available yet (column shown as n/a). Exits 1 only when a run that
-# could run failed (crash, wrong result) or a prerequisite (php, cc) is missing.
+#   1. fork round trip (bench/fork.php, bench/bare_fork.c), at a parent heap of ~10 MB and ~200 MB:
+#        (a)  Forklift\fork(fn () => 42)->wait()                       -- the extension
+#        (b)  pcntl_fork + socket_create_pair + serialize + waitpid   -- what users write (child exit())
+#        (b') the same by a careful user whose child skips PHP's shutdown (kills itself with SIGKILL)
+#        (c)  bare C fork/_exit/waitpid at the same resident memory    -- the physical limit
+#      goals: a/b <= 1.0 and a/c <= 1.3 (time per job).
+#   2. pool throughput of tiny tasks (bench/pool.php), two pairings:
+#        Forklift\Pool at default settings vs a raw pcntl prefork pool one task at a time (depth 1),
+#        goal >= 2x; Forklift\Pool with prefetch: N vs the raw pool pipelined at depth N, goal >= 1.0x.
+#   3. draining finished jobs with Forklift\wait_any (bench/wait_any.php): us per job (wall and
+#      parent CPU) at two job counts, to show whether the cost per job stays flat as N grows.
+#   4. timeout latency (bench/timeouts.php): how long after a job's timeout: wait() returns
+#      (goal p99 < 10 ms), and how long after Forklift\timeout()'s deadline the TimeoutException is
+#      caught, for a CPU loop and for usleep() (goal p99 < 2 ms). Percentiles, no baseline.
 #
-# env: BENCH_ITER_SMALL (default 2000, 10 MB)  BENCH_ITER_LARGE (default 300, 200 MB)
-#      BENCH_TIMEOUT_KILL (default 200 jobs)  BENCH_TIMEOUT_INPROC (default 500 runs each)
+# Informational: speed is never asserted; exits 0 when goals are missed, and also when Forklift is
+# not available yet (shown as n/a). Exits 1 only when a run that could run failed (crash, wrong
+# result) or a prerequisite (php, cc, pcntl/sockets/posix) is missing.
+#
+# env (defaults in brackets; a default `make bench` takes a little over a minute on 2 cores):
+#   BENCH_ROUNDS          [5]     rounds of every interleaved comparison (sections 1-3)
+#   BENCH_ITER_SMALL      [400]   fork round trips per run at ~10 MB, per side and round
+#   BENCH_ITER_LARGE      [60]    fork round trips per run at ~200 MB, per side and round
+#   BENCH_POOL_TASKS      [20000] tasks per pool run, per side and round
+#   BENCH_POOL_WORKERS    [4]     workers of every pool
+#   BENCH_POOL_PREFETCH   [8]     N of the second pool pairing (prefetch: N vs depth N)
+#   BENCH_WAIT_ANY_SMALL  [250]   jobs drained by wait_any, small run
+#   BENCH_WAIT_ANY_LARGE  [1000]  jobs drained by wait_any, large run (needs ~2 open files per job:
+#                                 the soft open-files limit is raised up to the hard limit here)
+#   BENCH_TIMEOUT_KILL    [200]   jobs killed at their timeout (section 4)
+#   BENCH_TIMEOUT_INPROC  [500]   in-process timeouts of each kind (section 4)
+# A quick run while developing:
+#   BENCH_ROUNDS=3 BENCH_ITER_SMALL=50 BENCH_ITER_LARGE=10 BENCH_POOL_TASKS=2000 \
+#   BENCH_WAIT_ANY_LARGE=500 BENCH_TIMEOUT_KILL=20 BENCH_TIMEOUT_INPROC=50 bench/run.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 EXT="$ROOT/target/release/libforklift.so"
 BARE="$ROOT/target/bench/bare_fork"
-ITER_SMALL=${BENCH_ITER_SMALL:-2000}
-ITER_LARGE=${BENCH_ITER_LARGE:-300}
-TIMEOUT_KILL=${BENCH_TIMEOUT_KILL:-200}
-TIMEOUT_INPROC=${BENCH_TIMEOUT_INPROC:-500}
 
 say() { printf 'bench: %s\n' "$*"; }
 die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+posint() { # posint <NAME> <default>: the value of env NAME, checked
+    local v=${!1:-$2}
+    [[ $v =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer (got '$v')"
+    echo "$v"
+}
 
-[[ $ITER_SMALL =~ ^[1-9][0-9]*$ ]] || die "BENCH_ITER_SMALL must be a positive integer (got '$ITER_SMALL')"
-[[ $ITER_LARGE =~ ^[1-9][0-9]*$ ]] || die "BENCH_ITER_LARGE must be a positive integer (got '$ITER_LARGE')"
-[[ $TIMEOUT_KILL =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT_KILL must be a positive integer (got '$TIMEOUT_KILL')"
-[[ $TIMEOUT_INPROC =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT_INPROC must be a positive integer (got '$TIMEOUT_INPROC')"
+ROUNDS=$(posint BENCH_ROUNDS 5)
+ITER_SMALL=$(posint BENCH_ITER_SMALL 400)
+ITER_LARGE=$(posint BENCH_ITER_LARGE 60)
+TIMEOUT_KILL=$(posint BENCH_TIMEOUT_KILL 200)
+TIMEOUT_INPROC=$(posint BENCH_TIMEOUT_INPROC 500)
+BENCH_ROUNDS=$ROUNDS
+BENCH_POOL_TASKS=$(posint BENCH_POOL_TASKS 20000)
+BENCH_POOL_WORKERS=$(posint BENCH_POOL_WORKERS 4)
+BENCH_POOL_PREFETCH=$(posint BENCH_POOL_PREFETCH 8)
+BENCH_WAIT_ANY_SMALL=$(posint BENCH_WAIT_ANY_SMALL 250)
+BENCH_WAIT_ANY_LARGE=$(posint BENCH_WAIT_ANY_LARGE 1000)
+export BENCH_ROUNDS BENCH_POOL_TASKS BENCH_POOL_WORKERS BENCH_POOL_PREFETCH BENCH_WAIT_ANY_SMALL BENCH_WAIT_ANY_LARGE
+
 command -v php >/dev/null 2>&1 || die "php not found (run: make setup)"
 command -v cc >/dev/null 2>&1 || die "cc not found (run: make setup)"
+
+# Section 3 keeps up to BENCH_WAIT_ANY_LARGE jobs unreaped, 2 file descriptors each: raise the
+# soft open-files limit (often 1024) as far as the hard limit allows. bench/wait_any.php says
+# "not available" when it is still too low.
+nofile_need=$((2 * (BENCH_WAIT_ANY_SMALL > BENCH_WAIT_ANY_LARGE ? BENCH_WAIT_ANY_SMALL : BENCH_WAIT_ANY_LARGE) + 64))
+nofile_soft=$(ulimit -Sn)
+if [[ $nofile_soft != unlimited ]] && ((nofile_soft < nofile_need)); then
+    nofile_hard=$(ulimit -Hn)
+    if [[ $nofile_hard == unlimited ]] || ((nofile_hard >= nofile_need)); then
+        ulimit -Sn "$nofile_need" || true
+    else
+        ulimit -Sn "$nofile_hard" || true
+    fi
+fi
 
 # (c) bare C binary, rebuilt only when the source is newer.
 mkdir -p target/bench
@@ -83,68 +131,103 @@ run() {
     return 0
 }
 
+# stats <values...>: "median min max" of the values (1 decimal), or "n/a n/a n/a" when none.
+stats() {
+    (($# > 0)) || { echo "n/a n/a n/a"; return 0; }
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+        END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f %.1f %.1f\n", m, v[1], v[NR] }'
+}
 ratio() { # ratio <num> <den>
     if [[ $1 == n/a || $2 == n/a ]]; then echo n/a; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi
 }
-us() { [[ $1 == n/a ]] && echo n/a || echo "${1}us"; }
-verdict() { # verdict <ratio> <limit>
+verdict() { # verdict <ratio> <limit>: met when ratio <= limit
     if [[ $1 == n/a ]]; then echo n/a; else awk -v r="$1" -v l="$2" 'BEGIN { print (r <= l ? "met" : "MISSED") }'; fi
 }
 mb() { [[ $1 == n/a ]] && echo n/a || awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+# row <side> <median> <min> <max> <samples> <ratio text>: one line of a table, as bench/report.php prints it.
+row() {
+    local range=n/a
+    if [[ $2 != n/a ]]; then
+        range="$3-$4"
+        (($5 == ROUNDS)) || range="$range (n=$5)"
+    fi
+    printf '  %-40s %10s  %-23s %s\n' "$1" "$2" "$range" "$6"
+}
+header() { printf '  %-40s %10s  %-23s %s\n' side median min-max 'ratio of medians'; }
+
+# ---------------------------------------------------------------------------------------------
+echo
+say "== 1. fork round trip: $ROUNDS rounds, sides interleaved (a b b' c, then c b' b a, ...)"
 
 # Resident memory of bare_fork itself with no heap, subtracted so (c) matches PHP's RSS.
 run "bare baseline" "$BARE" 0 1
 BARE_BASE_KB=${OUT_RSS/n\/a/0}
 
-ROWS=()
-GOALS=()
+TABLES=()
 for size in 10 200; do
     if [[ $size -eq 10 ]]; then iters=$ITER_SMALL; else iters=$ITER_LARGE; fi
-    say "heap ${size}MB, $iters iterations each: (a) forklift ..."
-    if [[ $HAVE_EXT -eq 1 ]]; then
-        run "forklift ${size}MB" php -d "extension=$EXT" bench/fork.php forklift "$size" "$iters"
-    else
-        OUT_US=n/a OUT_RSS=n/a
-    fi
-    a_us=$OUT_US a_rss=$OUT_RSS
+    declare -A US=([a]='' [b]='' [b2]='' [c]='') RSS=([a]=n/a [b]=n/a [c]=n/a)
+    bare_mb=
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2 == 1)); then order=(a b b2 c); else order=(c b2 b a); fi
+        line=()
+        for side in "${order[@]}"; do
+            case $side in
+            a)
+                if [[ $HAVE_EXT -eq 1 ]]; then
+                    run "forklift ${size}MB" php -d "extension=$EXT" bench/fork.php forklift "$size" "$iters"
+                else
+                    OUT_US=n/a OUT_RSS=n/a
+                fi
+                ;;
+            b) run "pcntl ${size}MB" php bench/fork.php pcntl "$size" "$iters" ;;
+            b2) run "pcntl-careful ${size}MB" php bench/fork.php pcntl-careful "$size" "$iters" ;;
+            c)
+                # at the resident memory the PHP process reached in round 1 (forklift, else pcntl);
+                # round 1 runs a and b before c.
+                if [[ -z $bare_mb ]]; then
+                    target_kb=${RSS[a]}
+                    [[ $target_kb == n/a ]] && target_kb=${RSS[b]}
+                    [[ $target_kb == n/a ]] && target_kb=$((size * 1024))
+                    bare_mb=$(((target_kb - BARE_BASE_KB + 512) / 1024))
+                    if ((bare_mb < 0)); then bare_mb=0; fi
+                fi
+                run "bare ${size}MB" "$BARE" "$bare_mb" "$iters"
+                ;;
+            esac
+            [[ $OUT_US == n/a ]] || US[$side]+=" $OUT_US"
+            if [[ $side != b2 && ${RSS[$side]} == n/a ]]; then RSS[$side]=$OUT_RSS; fi
+            if [[ $side == b2 ]]; then line+=("b' $OUT_US"); else line+=("$side $OUT_US"); fi
+        done
+        say "heap ${size}MB round $r/$ROUNDS (us per job): ${line[*]}"
+    done
 
-    say "heap ${size}MB, $iters iterations each: (b) pcntl ..."
-    run "pcntl ${size}MB" php bench/fork.php pcntl "$size" "$iters"
-    b_us=$OUT_US b_rss=$OUT_RSS
-
-    say "heap ${size}MB, $iters iterations each: (b') careful pcntl ..."
-    run "pcntl-careful ${size}MB" php bench/fork.php pcntl-careful "$size" "$iters"
-    b2_us=$OUT_US
-
-    # (c) at the resident memory the PHP process reached (forklift run, else pcntl run).
-    target_kb=$a_rss
-    [[ $target_kb == n/a ]] && target_kb=$b_rss
-    [[ $target_kb == n/a ]] && target_kb=$((size * 1024))
-    bare_mb=$(((target_kb - BARE_BASE_KB + 512) / 1024))
-    ((bare_mb < 0)) && bare_mb=0
-    say "heap ${size}MB, $iters iterations each: (c) bare C at ${bare_mb}MB malloc ..."
-    run "bare ${size}MB" "$BARE" "$bare_mb" "$iters"
-    c_us=$OUT_US c_rss=$OUT_RSS
-
-    ab=$(ratio "$a_us" "$b_us")
-    ab2=$(ratio "$a_us" "$b2_us")
-    ac=$(ratio "$a_us" "$c_us")
-    ROWS+=("$(printf '%-6s %-12s %-11s %-11s %-11s %-6s %-6s %-6s %s/%s/%s' \
-        "${size}MB" "$(us "$a_us")" "$(us "$b_us")" "$(us "$b2_us")" "$(us "$c_us")" "$ab" "$ab2" "$ac" \
-        "$(mb "$a_rss")" "$(mb "$b_rss")" "$(mb "$c_rss")")")
-
-    GOALS+=("$(printf "%-6s a/b=%s (<= 1.0: %s)  a/b'=%s (<= 1.0: %s)  a/c=%s (<= 1.3: %s)" \
-        "${size}MB" "$ab" "$(verdict "$ab" 1.0)" "$ab2" "$(verdict "$ab2" 1.0)" "$ac" "$(verdict "$ac" 1.3)")")
+    # shellcheck disable=SC2086 # word splitting of the sample lists is intended
+    {
+        read -r a_med a_min a_max < <(stats ${US[a]})
+        read -r b_med b_min b_max < <(stats ${US[b]})
+        read -r b2_med b2_min b2_max < <(stats ${US[b2]})
+        read -r c_med c_min c_max < <(stats ${US[c]})
+        n_a=$(wc -w <<<"${US[a]}") n_b=$(wc -w <<<"${US[b]}") n_b2=$(wc -w <<<"${US[b2]}") n_c=$(wc -w <<<"${US[c]}")
+    }
+    ab=$(ratio "$a_med" "$b_med") ab2=$(ratio "$a_med" "$b2_med") ac=$(ratio "$a_med" "$c_med")
+    TABLES+=("$(
+        printf 'fork round trip at a %s MB heap (rss a/b/c %s/%s/%s MB): us per job, %d rounds x %d round trips, lower is better\n' \
+            "$size" "$(mb "${RSS[a]}")" "$(mb "${RSS[b]}")" "$(mb "${RSS[c]}")" "$ROUNDS" "$iters"
+        header
+        row "(a) forklift" "$a_med" "$a_min" "$a_max" "$n_a" ""
+        row "(b) pcntl, child exit()" "$b_med" "$b_min" "$b_max" "$n_b" "a/b  = $ab (goal <= 1.0: $(verdict "$ab" 1.0))"
+        row "(b') pcntl, child kills itself" "$b2_med" "$b2_min" "$b2_max" "$n_b2" "a/b' = $ab2 (goal <= 1.0: $(verdict "$ab2" 1.0))"
+        row "(c) bare C fork/_exit/waitpid, ${bare_mb:-?} MB" "$c_med" "$c_min" "$c_max" "$n_c" "a/c  = $ac (goal <= 1.3: $(verdict "$ac" 1.3))"
+    )")
+    unset US RSS
 done
-
-echo
-printf '%-6s %-12s %-11s %-11s %-11s %-6s %-6s %-6s %s\n' heap 'forklift(a)' 'pcntl(b)' "careful(b')" 'bare(c)' a/b "a/b'" a/c 'rss a/b/c (MB)'
-printf '%s\n' "${ROWS[@]}"
-echo
-echo "goals: a/b <= 1.0 (not slower than hand-written pcntl), a/c <= 1.3 (within 30% of bare fork)"
-echo "       a/b' compares with the fastest hand-written pcntl, whose child skips PHP's shutdown"
-printf '%s\n' "${GOALS[@]}"
-echo "(per_op = fork -> value back -> child reaped; informational, speed is not asserted)"
+for t in "${TABLES[@]}"; do
+    echo
+    printf '%s\n' "$t"
+done
+echo "(per job = fork -> value back -> child reaped; b' is the fastest hand-written pcntl, whose child"
+echo " skips PHP's shutdown; informational, speed is not asserted)"
 
 # section <name> <what it does> <script> [args...]: runs a bench script that prints its own table
 # (exit 3: not available, which is not a failure).
@@ -169,11 +252,16 @@ section() {
     fi
 }
 
-section timeouts "$TIMEOUT_KILL jobs killed at their timeout, $TIMEOUT_INPROC in-process timeouts each" \
+section "== 2. pool" "$BENCH_POOL_TASKS tiny tasks per run, Forklift\\Pool default vs raw pcntl depth 1, prefetch: $BENCH_POOL_PREFETCH vs depth $BENCH_POOL_PREFETCH, $ROUNDS rounds interleaved" \
+    bench/pool.php
+echo "(informational, speed is not asserted)"
+
+section "== 3. wait_any" "drain $BENCH_WAIT_ANY_SMALL and $BENCH_WAIT_ANY_LARGE finished jobs, $ROUNDS rounds interleaved (open-files limit $(ulimit -Sn))" \
+    bench/wait_any.php
+echo "(informational, speed is not asserted)"
+
+section "== 4. timeouts" "$TIMEOUT_KILL jobs killed at their timeout, $TIMEOUT_INPROC in-process timeouts each" \
     bench/timeouts.php "$TIMEOUT_KILL" "$TIMEOUT_INPROC"
 echo "(latency = how long past the deadline; informational, speed is not asserted)"
-
-section pool "tiny tasks through Forklift\\Pool (prefetch 1 and ${BENCH_POOL_PREFETCH:-8}) and a raw-pcntl prefork pool" \
-    bench/pool.php
 
 exit "$FAILED"
