@@ -214,10 +214,11 @@ final class Pool
      * @param bool            $blockWhenFull when the queue is full, submit() waits (true) or throws PoolFullException (false)
      * @param callable|null   $onWorkerStart called in each new worker with its number, before its first task (reconnect here)
      * @param string          $name          shown in process titles: "forklift: mail #2 task 17"
-     * @param int             $prefetch      tasks handed to a worker at once (1 to 1024). 1: one at a time. More: the next
-     *                                       ones wait in the worker's socket, so it never waits for the parent between
-     *                                       tasks (much higher throughput for small tasks), at the cost of them waiting
-     *                                       behind a slow task there; if the worker dies, they go back to the queue unrun
+     * @param int             $prefetch      most tasks a worker holds at once (1 to 1024). Tasks go one per worker first;
+     *                                       only under a backlog (as many queued as there are workers) are workers filled
+     *                                       up to this depth, so that they never wait for the parent between tasks (much
+     *                                       higher throughput for small tasks). 1: strictly one at a time. If a worker dies,
+     *                                       the tasks it held but had not begun go back to the queue unrun
      * @throws InvalidArgumentException for a bad option; the message says what to pass
      */
     public function __construct(
@@ -236,7 +237,7 @@ final class Pool
         bool $blockWhenFull = true,
         mixed $onWorkerStart = null,
         string $name = 'pool',
-        int $prefetch = 1,
+        int $prefetch = 8,
     ) {}
 
     /**

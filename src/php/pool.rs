@@ -262,7 +262,7 @@ impl Pool {
         queueSize = 1000,
         blockWhenFull = true,
         name = "\"pool\"",
-        prefetch = 1
+        prefetch = 8
     ))]
     pub fn __construct(
         handler: &Zval,

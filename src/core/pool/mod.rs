@@ -72,9 +72,34 @@ struct Worker {
     retire_at: Option<Instant>,
     /// `idle_ttl` less this worker's jitter.
     idle_ttl: Option<Duration>,
+    /// Moving average of its tasks' run time, as the parent sees it (none finished yet: `None`).
+    avg_task: Option<Duration>,
 }
 
+/// Tasks shorter than this, on average, are worth prefetching: the parent's round trip (tens of
+/// microseconds) is then a good part of each task's cost. Longer ones gain nothing from it and
+/// would only make the tasks behind them wait.
+const PREFETCH_BELOW: Duration = Duration::from_millis(2);
+
 impl Worker {
+    /// How many tasks this worker may hold now: one, unless its tasks have been short and the
+    /// one it runs is short so far; never more than it may still run before it is recycled, and
+    /// one at a time under a memory rule (checked after each task).
+    fn depth(&self, config: &Config, now: Instant) -> usize {
+        let short = self.avg_task.is_some_and(|a| a < PREFETCH_BELOW)
+            && self
+                .running
+                .as_ref()
+                .is_none_or(|r| now.saturating_duration_since(r.started) < PREFETCH_BELOW);
+        if !short || config.max_memory.is_some() {
+            return 1;
+        }
+        let left = self
+            .max_jobs
+            .map_or(usize::MAX, |m| m.saturating_sub(self.tasks_done) as usize);
+        config.prefetch.max(1).min(left).max(1)
+    }
+
     fn in_flight(&self) -> usize {
         self.running.is_some() as usize + self.prefetched.len()
     }
@@ -253,6 +278,7 @@ impl Pool {
             max_jobs,
             retire_at: ttl.map(|t| now + t),
             idle_ttl,
+            avg_task: None,
         });
     }
 
@@ -386,9 +412,10 @@ impl Pool {
     }
 
     /// Tasks go one per worker first (spread from a rotating start, so no worker is always the
-    /// first pick); only when more are queued than that, workers are filled up to
-    /// `Config::prefetch`, evenly, so that a backlog keeps every worker busy without it ever
-    /// waiting for the parent between tasks.
+    /// first pick); only under a backlog (at least as many queued as there are workers) are
+    /// workers filled deeper, evenly, up to `Config::prefetch`, so that they never wait for the
+    /// parent between tasks. Each task still gets its own `TaskEnd`, so a crash is charged to the
+    /// task that was running and the ones behind it go back to the queue unrun.
     fn dispatch(&mut self, now: Instant, ctl: &mut dyn Workers) {
         if self.queue.is_empty() || self.workers.is_empty() {
             return;
@@ -398,6 +425,12 @@ impl Pool {
         let start = self.cursor % n;
         let mut batches: Vec<Vec<Pending>> = (0..n).map(|_| Vec::new()).collect();
         for depth in 1..=cap {
+            // Deeper than one task a worker only under a backlog: as many tasks queued as there
+            // are workers. A short queue waits for the first free worker instead of queueing
+            // behind a task that may be slow.
+            if depth > 1 && self.queue.len() < n {
+                break;
+            }
             let mut gave = false;
             for k in 0..n {
                 let i = (start + k) % n;
@@ -405,6 +438,7 @@ impl Pool {
                 if !matches!(w.state, State::Idle | State::Busy)
                     || w.due_for_recycling(&self.config, now)
                     || w.in_flight() + batches[i].len() >= depth
+                    || depth > w.depth(&self.config, now)
                 {
                     continue;
                 }
@@ -504,6 +538,11 @@ impl Pool {
                     w.rss = rss;
                     w.state = State::Idle;
                     w.since = Instant::now();
+                    let took = w.since.saturating_duration_since(run.started);
+                    w.avg_task = Some(match w.avg_task {
+                        Some(avg) => (avg * 3 + took) / 4,
+                        None => took,
+                    });
                     let status = ExitStatus {
                         code: Some(0),
                         signal: None,
