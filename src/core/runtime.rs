@@ -43,6 +43,17 @@ pub struct ChildId {
     generation: u32,
 }
 
+impl ChildId {
+    /// An id for tests of code that only passes ids around (the pool's decisions).
+    #[cfg(test)]
+    pub(crate) fn for_test(index: u32) -> ChildId {
+        ChildId {
+            index,
+            generation: 0,
+        }
+    }
+}
+
 /// A pool of this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolId(usize);

@@ -637,3 +637,6 @@ impl Pool {
         self.stopped = Some(cause);
     }
 }
+
+#[cfg(test)]
+mod tests;
