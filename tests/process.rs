@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use forklift::core::deadline::{Deadline, Stop};
-use forklift::core::ipc::Message;
 use forklift::core::outcome::{Outcome, Report};
 use forklift::core::record::{ErrorRecord, E_WARNING};
 use forklift::core::runtime::{self, ChildId};
 use forklift::core::spawn::{fork_child, ChildEnd, Forked};
 use forklift::core::sys;
+use forklift::core::wire::Message;
 
 /// Forks a child under `deadline` that runs `body` with its channel, then leaves with `_exit(code)`.
 fn spawn_with(

@@ -11,9 +11,9 @@ use nix::unistd::Pid;
 
 use crate::core::deadline::{Deadline, Escalation, Stop};
 use crate::core::error::{Error, Result};
-use crate::core::ipc::{FrameDecoder, Message};
 use crate::core::spawn::Spawned;
 use crate::core::sys;
+use crate::core::wire::{FrameDecoder, Message};
 
 /// Most bytes read from one channel per turn, so that a child that keeps writing cannot keep
 /// the parent from its other children and deadlines.

@@ -5,7 +5,6 @@
 pub mod child;
 pub mod deadline;
 pub mod error;
-pub mod ipc;
 pub mod outcome;
 pub mod pool;
 pub mod reactor;
@@ -14,3 +13,4 @@ pub mod runtime;
 pub mod spawn;
 pub mod sys;
 pub mod timer;
+pub mod wire;

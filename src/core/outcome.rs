@@ -14,9 +14,9 @@
 
 use crate::core::deadline::Stop;
 use crate::core::error::Error;
-use crate::core::ipc::Message;
 use crate::core::record::{Code, ErrorRecord, ExceptionRecord};
 use crate::core::sys::ExitStatus;
+use crate::core::wire::Message;
 
 /// PHP class name used for records of a broken channel.
 pub const CHANNEL_EXCEPTION: &str = "Forklift\\ChannelException";

@@ -1,10 +1,10 @@
 //! What the blackbox records: PHP errors and uncaught exceptions, as plain data.
 //!
 //! These are filled in by the binding layer (in the child, as errors happen) and travel to the
-//! parent through [`crate::core::ipc`]. Level numbers are PHP's `E_*` constants.
+//! parent through [`crate::core::wire`]. Level numbers are PHP's `E_*` constants.
 
 use crate::core::error::Result;
-use crate::core::ipc::{Reader, Writer};
+use crate::core::wire::{Reader, Writer};
 
 pub const E_ERROR: i32 = 1;
 pub const E_WARNING: i32 = 2;

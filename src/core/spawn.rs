@@ -13,8 +13,8 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::{fork, getpid, setpgid, ForkResult, Pid};
 
 use crate::core::error::{Error, Result};
-use crate::core::ipc::{FrameDecoder, Message};
 use crate::core::sys;
+use crate::core::wire::{FrameDecoder, Message};
 
 /// What `fork_child` gives each side.
 pub enum Forked {

@@ -123,3 +123,44 @@ pub fn signal(signo: i64, what: &str) -> Result<i32, PhpException> {
         ))),
     }
 }
+
+/// A size in bytes: an int, or a string like "256M" / "1G" / "512K".
+pub fn size(v: &Zval, what: &str) -> Result<u64, PhpException> {
+    let parsed = match v.long() {
+        Some(n) => u64::try_from(n).ok(),
+        None => v.string().and_then(|s| {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num.parse().ok()?;
+            let mul = match unit.to_ascii_uppercase().as_str() {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                _ => return None,
+            };
+            n.checked_mul(mul)
+        }),
+    };
+    match parsed {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(invalid(format!(
+            "{what} must be a size in bytes, more than 0: an int or a string like \"256M\", {} given",
+            describe(v)
+        ))),
+    }
+}
+
+/// An optional whole number of at least `min`.
+pub fn at_least(v: Option<i64>, what: &str, min: i64) -> Result<Option<u64>, PhpException> {
+    match v {
+        None => Ok(None),
+        Some(n) if n >= min => Ok(Some(n as u64)),
+        Some(n) => Err(invalid(format!("{what} must be {min} or more, {n} given"))),
+    }
+}
+
+/// An optional deadline in seconds (see [`positive_seconds`]).
+pub fn optional_seconds(v: Option<f64>, what: &str) -> Result<Option<f64>, PhpException> {
+    v.map(|t| positive_seconds(t, what)).transpose()
+}

@@ -12,9 +12,9 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::{ErrorInfo, ErrorObserver};
 
-use crate::core::ipc::Message;
 use crate::core::record;
 use crate::core::spawn::ChildEnd;
+use crate::core::wire::Message;
 use crate::php::args;
 use crate::php::records::ErrorRecord;
 use crate::php::zend;

@@ -6,12 +6,12 @@ use ext_php_rs::convert::IntoZvalDyn;
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::{try_catch, CatchError, ExecutorGlobals};
 
-use crate::core::ipc::Message;
 use crate::core::outcome::CHANNEL_EXCEPTION;
 use crate::core::record::{Code, ExceptionRecord};
 use crate::core::runtime;
 use crate::core::spawn::ChildEnd;
 use crate::core::sys;
+use crate::core::wire::Message;
 use crate::php::records::read_exception;
 use crate::php::{blackbox, hooks, timeout, values, zend};
 

@@ -1,16 +1,16 @@
 //! `Forklift\fork`, `Forklift\Process`, `Forklift\wait_any` and `Forklift\on_fork`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
 
-use crate::core::deadline::Deadline;
 use crate::core::runtime::{self, ChildId, JobState};
 use crate::core::spawn::{fork_child, Forked};
 use crate::php::exceptions::{from_core, invalid};
+use crate::php::limits::Limits;
 use crate::php::result::JobResult;
 use crate::php::{args, child, hooks, zend};
 
@@ -37,69 +37,6 @@ pub(crate) fn max_frame() -> PhpResult<usize> {
     }
     // The frame header holds a u32 length.
     Ok(v.min(u32::MAX as i64) as usize)
-}
-
-/// A job's limits, from `fork()`'s named arguments.
-#[derive(Default)]
-pub struct Limits {
-    /// Wall clock, kept by the parent.
-    pub deadline: Option<Deadline>,
-    /// In-process, throws `Forklift\TimeoutException` inside the job.
-    pub soft_timeout: Option<f64>,
-}
-
-/// Default time between SIGTERM and SIGKILL at a job's deadline.
-const DEFAULT_GRACE: f64 = 1.0;
-
-impl Limits {
-    /// Reads `timeout:`, `grace:` and `softTimeout:`; `what` names the caller in messages.
-    pub fn from_named(named: Vec<(String, Zval)>, what: &str) -> PhpResult<Limits> {
-        let (mut timeout, mut grace, mut soft) = (None, None, None);
-        for (name, value) in named {
-            let slot = match name.as_str() {
-                "timeout" => &mut timeout,
-                "grace" => &mut grace,
-                "softTimeout" => &mut soft,
-                other => {
-                    return Err(invalid(format!(
-                        "{what}: unknown named argument ${other}; the job's options are timeout:, \
-                         grace: and softTimeout: (seconds), its arguments are passed by position"
-                    )))
-                }
-            };
-            *slot = Some(args::number(&value, &format!("{what}: ${name}"))?);
-        }
-        let timeout = timeout
-            .map(|t| args::positive_seconds(t, &format!("{what}: $timeout")))
-            .transpose()?;
-        let grace = grace
-            .map(|g| args::seconds(g, &format!("{what}: $grace")))
-            .transpose()?;
-        let soft = soft
-            .map(|t| args::positive_seconds(t, &format!("{what}: $softTimeout")))
-            .transpose()?;
-        if grace.is_some() && timeout.is_none() {
-            return Err(invalid(format!(
-                "{what}: grace: only applies with a timeout: (the time between SIGTERM at the \
-                 timeout and SIGKILL); add timeout: or drop grace:"
-            )));
-        }
-        if let (Some(s), Some(t)) = (soft, timeout) {
-            if s >= t {
-                return Err(invalid(format!(
-                    "{what}: softTimeout: ({s} s) must be shorter than timeout: ({t} s): the job \
-                     gets its TimeoutException first, the kill comes later"
-                )));
-            }
-        }
-        Ok(Limits {
-            deadline: timeout.map(|t| Deadline {
-                timeout: Duration::from_secs_f64(t),
-                grace: Duration::from_secs_f64(grace.unwrap_or(DEFAULT_GRACE)),
-            }),
-            soft_timeout: soft,
-        })
-    }
 }
 
 /// Runs `$job(...$args)` in a forked child and returns its handle. Named arguments `timeout:`,

@@ -7,6 +7,7 @@ pub mod child;
 pub mod exceptions;
 pub mod fork;
 pub mod hooks;
+pub mod limits;
 pub mod pool;
 pub mod records;
 pub mod result;

@@ -22,11 +22,11 @@ pub use config::{Config, Counters, Finished, Refused, State, Unrun, WorkerStats}
 
 use crate::core::child::Reaped;
 use crate::core::deadline::Deadline;
-use crate::core::ipc::Message;
 use crate::core::outcome::{Outcome, Report, POOL_EXCEPTION};
 use crate::core::record::{Code, ExceptionRecord};
 use crate::core::runtime::ChildId;
 use crate::core::sys::{self, ExitStatus};
+use crate::core::wire::Message;
 use policy::Jitter;
 
 /// What the pool does to its workers; the runtime's children table in production, a fake in tests.

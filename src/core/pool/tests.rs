@@ -9,9 +9,9 @@ use nix::sys::signal::Signal;
 use super::*;
 use crate::core::child::Reaped;
 use crate::core::deadline::{Deadline, Stop};
-use crate::core::ipc::FrameDecoder;
 use crate::core::runtime::ChildId;
 use crate::core::sys::ExitStatus;
+use crate::core::wire::FrameDecoder;
 
 #[derive(Default)]
 struct Fake {
@@ -96,7 +96,9 @@ fn ready_pool(config: Config, fake: &mut Fake) -> (Pool, Vec<ChildId>) {
 }
 
 fn submit(pool: &mut Pool, n: usize) -> Vec<u64> {
-    (0..n).map(|_| pool.submit(0, b"i:1;".to_vec()).unwrap()).collect()
+    (0..n)
+        .map(|_| pool.submit(0, b"i:1;".to_vec()).unwrap())
+        .collect()
 }
 
 fn ended(id: u64) -> Vec<Message> {
@@ -154,7 +156,11 @@ fn a_backlog_fills_only_workers_whose_tasks_have_been_short() {
     submit(&mut pool, 10);
     pool.service(Instant::now(), &mut fake);
     assert_eq!(fake.tasks(w[0]).len(), 1 + 8, "filled up to prefetch");
-    assert_eq!(fake.tasks(w[1]).len(), 1, "no history, nothing queued behind its task");
+    assert_eq!(
+        fake.tasks(w[1]).len(),
+        1,
+        "no history, nothing queued behind its task"
+    );
     assert_eq!(pool.queued(), 2);
     assert!(first.contains(&on0));
 }
@@ -194,7 +200,10 @@ fn a_crash_retries_the_running_task_and_gives_back_the_ones_it_had_not_begun() {
     pool.service(Instant::now(), &mut fake);
     assert_eq!(fake.tasks(w[0]), vec![1, 2, 3, 4, 5]);
     pool.on_exit(w[0], reaped(Some(libc::SIGSEGV), None));
-    assert!(pool.take_finished().is_empty(), "task 2 is retried, not finished");
+    assert!(
+        pool.take_finished().is_empty(),
+        "task 2 is retried, not finished"
+    );
     assert_eq!(pool.counters().retried, 1);
     assert_eq!(pool.queued(), 4, "2 (retry) then 3, 4, 5 unrun, in order");
     let mut fake2 = Fake::default();
@@ -203,7 +212,11 @@ fn a_crash_retries_the_running_task_and_gives_back_the_ones_it_had_not_begun() {
     pool.add_worker(n, id, 2000);
     pool.on_messages(id, vec![Message::Ready], &mut fake2);
     pool.service(Instant::now(), &mut fake2);
-    assert_eq!(fake2.tasks(id), vec![2], "no history on the new worker: one at a time");
+    assert_eq!(
+        fake2.tasks(id),
+        vec![2],
+        "no history on the new worker: one at a time"
+    );
     pool.on_exit(id, reaped(Some(libc::SIGSEGV), None));
     let done = pool.take_finished();
     assert_eq!(done.len(), 1);
@@ -262,10 +275,15 @@ fn workers_dying_at_start_back_off_then_stop_the_pool_and_fail_what_waits() {
         }
     }
     let cause = pool.stopped().expect("stopped").to_string();
-    assert!(cause.contains("5 workers in a row died before they were ready"), "{cause}");
+    assert!(
+        cause.contains("5 workers in a row died before they were ready"),
+        "{cause}"
+    );
     let done = pool.take_finished();
     assert_eq!(done.iter().map(|f| f.id).collect::<Vec<_>>(), queued);
-    assert!(done.iter().all(|f| f.attempts == 0 && f.report.cause().starts_with("not run:")));
+    assert!(done
+        .iter()
+        .all(|f| f.attempts == 0 && f.report.cause().starts_with("not run:")));
     assert_eq!(pool.missing(now), 0, "no more forks");
     assert_eq!(
         pool.submit(0, vec![]),
@@ -280,7 +298,11 @@ fn close_hands_back_what_waits_and_stops_idle_workers_while_busy_ones_finish() {
     let (mut pool, w) = ready_pool(config(2), &mut fake);
     submit(&mut pool, 1);
     pool.service(Instant::now(), &mut fake);
-    let busy = if fake.tasks(w[0]).is_empty() { w[1] } else { w[0] };
+    let busy = if fake.tasks(w[0]).is_empty() {
+        w[1]
+    } else {
+        w[0]
+    };
     let idle = if busy == w[0] { w[1] } else { w[0] };
     submit(&mut pool, 2);
     let back = pool.close(false, &mut fake);
@@ -290,7 +312,11 @@ fn close_hands_back_what_waits_and_stops_idle_workers_while_busy_ones_finish() {
     pool.on_messages(busy, ended(1), &mut fake);
     pool.service(Instant::now(), &mut fake);
     assert_eq!(fake.stops(busy), 1);
-    assert_eq!(pool.missing(Instant::now()), 0, "nothing is forked while closing");
+    assert_eq!(
+        pool.missing(Instant::now()),
+        0,
+        "nothing is forked while closing"
+    );
     assert!(fake.signals.is_empty(), "a graceful close kills nothing");
     assert_eq!(pool.submit(0, vec![]), Err(Refused::Closed));
 }
