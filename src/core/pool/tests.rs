@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use super::*;
 use crate::core::child::Reaped;
 use crate::core::deadline::{Deadline, Stop};
+use crate::core::outcome::Outcome;
 use crate::core::runtime::ChildId;
 use crate::core::sys::ExitStatus;
 use crate::core::wire::FrameDecoder;
