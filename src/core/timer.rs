@@ -51,18 +51,7 @@ impl SignalTimer {
     /// Fires once at `at` (at once if it has passed), replacing any earlier setting.
     pub fn arm_at(&self, at: Instant) -> Result<()> {
         let left = at.saturating_duration_since(Instant::now());
-        // A zero it_value would disarm: fire in a nanosecond instead.
-        let ns = left.as_nanos().max(1);
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: (ns / 1_000_000_000) as libc::time_t,
-                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-            },
-        };
+        let spec = crate::core::sys::one_shot(left);
         // SAFETY: id is a live timer of ours; spec is a valid itimerspec.
         if unsafe { libc::timer_settime(self.id, 0, &spec, std::ptr::null_mut()) } < 0 {
             return Err(Error::sys("timer_settime", Errno::last()));

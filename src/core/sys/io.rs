@@ -24,13 +24,7 @@ pub fn poll_io(
     loop {
         // ppoll takes nanoseconds: a deadline is kept to the microsecond, not rounded up to the
         // next millisecond as poll(2) would.
-        let left = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            libc::timespec {
-                tv_sec: left.as_secs().min(i64::MAX as u64) as libc::time_t,
-                tv_nsec: left.subsec_nanos() as libc::c_long,
-            }
-        });
+        let left = deadline.map(|d| super::timespec(d.saturating_duration_since(Instant::now())));
         let ts = left
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
@@ -140,10 +134,7 @@ pub fn epoll_wait(
     out.reserve(cap);
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let n = if !NO_PWAIT2.load(std::sync::atomic::Ordering::Relaxed) {
-        let ts = left.map(|l| libc::timespec {
-            tv_sec: l.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: l.subsec_nanos() as libc::c_long,
-        });
+        let ts = left.map(super::timespec);
         let tsp = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);

@@ -207,17 +207,7 @@ pub fn arm_backstop(after: Duration) -> Result<(), Errno> {
         if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) < 0 {
             return Err(Errno::last());
         }
-        let ns = after.as_nanos().max(1);
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: (ns / 1_000_000_000).min(i64::MAX as u128) as libc::time_t,
-                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-            },
-        };
+        let spec = one_shot(after);
         if libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) < 0 {
             return Err(Errno::last());
         }
@@ -249,4 +239,20 @@ pub fn count_forks() {
 /// [`count_forks`]: it changes in a child right after `fork()`, and nowhere else.
 pub fn fork_generation() -> u64 {
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A `timespec` of `d` (saturating at the largest one).
+pub fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// An `itimerspec` that fires once, `after` from now (a zero would disarm: at least 1 ns).
+pub fn one_shot(after: Duration) -> libc::itimerspec {
+    libc::itimerspec {
+        it_interval: timespec(Duration::ZERO),
+        it_value: timespec(after.max(Duration::from_nanos(1))),
+    }
 }
