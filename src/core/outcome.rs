@@ -5,12 +5,12 @@
 //! 2. it reported a fatal error → `Fatal`, the cause being the last fatal error record;
 //! 3. it called `exit()` → `Exit` with that code;
 //! 4. it threw → `Exception`;
-//! 5. its channel broke (garbage, truncated, oversized frame) → `Exception` (`Forklift\ChannelException`);
+//! 5. its channel broke (garbage, truncated, oversized frame) → `Exception` (a channel record, see [`RecordNames`]);
 //! 6. it sent a value and exited 0 → `Ok`;
 //! 7. anything else (it left without a word) → `Exit` with its exit code.
 //!
 //! Over all of these: a job the parent had to stop at its deadline, or whose in-process timeout
-//! threw `Forklift\TimeoutException` that it did not catch, is `Timeout` (see [`Report::time_out`]).
+//! threw its timeout exception and did not catch it, is `Timeout` (see [`Report::time_out`]).
 
 use crate::core::deadline::Stop;
 use crate::core::error::Error;
@@ -18,16 +18,34 @@ use crate::core::record::{Code, ErrorRecord, ExceptionRecord};
 use crate::core::sys::ExitStatus;
 use crate::core::wire::Message;
 
-/// PHP class name used for records of a broken channel.
-pub const CHANNEL_EXCEPTION: &str = "Forklift\\ChannelException";
 /// How PHP's fatal error for memory exhaustion begins.
 const OOM_MESSAGE: &str = "Allowed memory size of ";
 
-/// PHP class name of the records of tasks failed by the pool itself (it stopped before they ran).
-pub const POOL_EXCEPTION: &str = "Forklift\\PoolException";
+/// The class names of the records that are Forklift's own: a broken channel, a task the pool failed
+/// before it ran, and the in-process timeout's exception (which makes an outcome `Timeout`). The
+/// binding layer sets the PHP class names once at startup ([`name_records`]); the core only needs
+/// them to be distinct, and uses neutral names until then (in `cargo test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordNames {
+    pub channel: &'static str,
+    pub pool: &'static str,
+    pub timeout: &'static str,
+}
 
-/// PHP class name of the in-process timeout's exception.
-pub const TIMEOUT_EXCEPTION: &str = "Forklift\\TimeoutException";
+static NAMES: std::sync::OnceLock<RecordNames> = std::sync::OnceLock::new();
+
+/// Sets the class names of Forklift's own records (once; later calls change nothing).
+pub fn name_records(names: RecordNames) {
+    let _ = NAMES.set(names);
+}
+
+pub fn record_names() -> RecordNames {
+    *NAMES.get_or_init(|| RecordNames {
+        channel: "ChannelError",
+        pool: "PoolStopped",
+        timeout: "Timeout",
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -142,7 +160,7 @@ impl Report {
             Outcome::Exception
         } else if let Some(err) = channel_error {
             exception = Some(ExceptionRecord {
-                class: CHANNEL_EXCEPTION.into(),
+                class: record_names().channel.into(),
                 message: err.to_string(),
                 code: Code::Int(0),
                 ..Default::default()
@@ -187,13 +205,13 @@ impl Report {
         .soft_timeout_is_a_timeout()
     }
 
-    /// An uncaught `Forklift\TimeoutException` (the in-process timeout) is a timeout.
+    /// An uncaught in-process timeout exception is a timeout.
     fn soft_timeout_is_a_timeout(mut self) -> Report {
         if self.outcome == Outcome::Exception
             && self
                 .exception
                 .as_ref()
-                .is_some_and(|e| e.class == TIMEOUT_EXCEPTION)
+                .is_some_and(|e| e.class == record_names().timeout)
         {
             self.outcome = Outcome::Timeout;
         }
@@ -218,12 +236,12 @@ impl Report {
     }
 
     /// The parent could not take the value the child sent (it did not unserialize): the job failed
-    /// with a `Forklift\ChannelException` saying why.
+    /// with a channel record saying why.
     pub fn fail_channel(&mut self, message: String) {
         self.outcome = Outcome::Exception;
         self.value = None;
         self.exception = Some(ExceptionRecord {
-            class: CHANNEL_EXCEPTION.into(),
+            class: record_names().channel.into(),
             message,
             code: Code::Int(0),
             ..Default::default()
@@ -257,7 +275,7 @@ impl Report {
                     .exception
                     .as_ref()
                     .expect("exception outcome has a record");
-                if e.class == POOL_EXCEPTION {
+                if e.class == record_names().pool {
                     format!("not run: {}", e.message)
                 } else {
                     format!("uncaught {}", e.summary())
@@ -408,7 +426,7 @@ mod tests {
     #[test]
     fn an_uncaught_timeout_exception_is_a_timeout() {
         let e = ExceptionRecord {
-            class: TIMEOUT_EXCEPTION.into(),
+            class: record_names().timeout.into(),
             message: "late".into(),
             ..Default::default()
         };
@@ -423,7 +441,7 @@ mod tests {
         let r = Report::decide(1, vec![value()], Some(&err), exited(0), 0, 10);
         assert_eq!(r.outcome, Outcome::Exception);
         let e = r.exception.unwrap();
-        assert_eq!(e.class, CHANNEL_EXCEPTION);
+        assert_eq!(e.class, record_names().channel);
         assert!(e.message.contains("unknown frame kind 99"));
     }
 

@@ -6,7 +6,7 @@ use ext_php_rs::convert::IntoZvalDyn;
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::{try_catch, CatchError, ExecutorGlobals};
 
-use crate::core::outcome::CHANNEL_EXCEPTION;
+use crate::core::outcome::record_names;
 use crate::core::record::{Code, ExceptionRecord};
 use crate::core::runtime;
 use crate::core::spawn::ChildEnd;
@@ -211,7 +211,7 @@ fn report(ending: Ending, max_frame: usize) -> i32 {
 
 pub(crate) fn send_channel_failure(message: String, previous: Option<ExceptionRecord>) {
     blackbox::send(Message::Exception(ExceptionRecord {
-        class: CHANNEL_EXCEPTION.into(),
+        class: record_names().channel.into(),
         message,
         code: Code::Int(0),
         previous: previous.map(Box::new),

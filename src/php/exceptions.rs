@@ -67,6 +67,13 @@ fn job_failed_ce() -> &'static ClassEntry {
 
 /// Registers the exception classes; called from MINIT.
 pub fn register() -> ext_php_rs::error::Result<()> {
+    // The core's own records (a broken channel, a task the pool never ran, the in-process
+    // timeout) carry these PHP classes.
+    crate::core::outcome::name_records(crate::core::outcome::RecordNames {
+        channel: "Forklift\\ChannelException",
+        pool: "Forklift\\PoolException",
+        timeout: "Forklift\\TimeoutException",
+    });
     ClassBuilder::new("Forklift\\ForkliftException")
         .extends((zend::runtime_exception_ce, "\\RuntimeException"))
         .registration(|ce, _| FORKLIFT.store(ce, Ordering::Release))

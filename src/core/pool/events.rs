@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use super::{policy, Finished, Pending, Pool, Running, State, Worker, Workers};
 use crate::core::child::Reaped;
 use crate::core::deadline::Deadline;
-use crate::core::outcome::{Outcome, Report, POOL_EXCEPTION};
+use crate::core::outcome::{record_names, Outcome, Report};
 use crate::core::record::{Code, ExceptionRecord};
 use crate::core::runtime::ChildId;
 use crate::core::sys::{self, ExitStatus};
@@ -312,7 +312,7 @@ impl Pool {
     fn stop(&mut self, cause: String) {
         for task in std::mem::take(&mut self.queue) {
             let record = ExceptionRecord {
-                class: POOL_EXCEPTION.into(),
+                class: record_names().pool.into(),
                 message: format!("the pool stopped before this task ran: {cause}"),
                 code: Code::Int(0),
                 ..Default::default()
