@@ -78,8 +78,14 @@ impl Reactor {
 
     /// Waits until a source is ready or `deadline` passes (`None`: no deadline); appends the
     /// events to `out`. Returns early, with no events, when a signal interrupts the wait.
-    pub fn wait(&mut self, deadline: Option<Instant>, out: &mut Vec<Event>) -> Result<()> {
-        sys::epoll_wait(self.epfd.as_raw_fd(), deadline, &mut self.buf)
+    /// With `sigmask`, that signal mask is in force during the wait only (see `sys::epoll_wait`).
+    pub fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        sigmask: Option<&libc::sigset_t>,
+        out: &mut Vec<Event>,
+    ) -> Result<()> {
+        sys::epoll_wait(self.epfd.as_raw_fd(), deadline, sigmask, &mut self.buf)
             .map_err(|e| Error::sys("epoll_wait", e))?;
         out.extend(self.buf.iter().map(|e| Event {
             token: e.u64,
@@ -101,18 +107,22 @@ mod tests {
         let mut r = Reactor::new().unwrap();
         r.add(a.as_raw_fd(), READABLE, 42).unwrap();
         let mut out = Vec::new();
-        r.wait(Some(Instant::now()), &mut out).unwrap();
+        r.wait(Some(Instant::now()), None, &mut out).unwrap();
         assert!(out.is_empty(), "nothing to read yet");
         use std::io::Write;
         (&b).write_all(b"x").unwrap();
-        r.wait(Some(Instant::now() + Duration::from_secs(5)), &mut out)
-            .unwrap();
+        r.wait(
+            Some(Instant::now() + Duration::from_secs(5)),
+            None,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].token, 42);
         assert!(out[0].readable());
         r.remove(a.as_raw_fd());
         out.clear();
-        r.wait(Some(Instant::now()), &mut out).unwrap();
+        r.wait(Some(Instant::now()), None, &mut out).unwrap();
         assert!(out.is_empty(), "a removed source says nothing");
     }
 
@@ -121,7 +131,7 @@ mod tests {
         let mut r = Reactor::new().unwrap();
         let start = Instant::now();
         let mut out = Vec::new();
-        r.wait(Some(start + Duration::from_millis(20)), &mut out)
+        r.wait(Some(start + Duration::from_millis(20)), None, &mut out)
             .unwrap();
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(20), "{took:?}");

@@ -12,7 +12,7 @@ use crate::core::spawn::{fork_child, Forked};
 use crate::php::exceptions::{from_core, invalid};
 use crate::php::limits::Limits;
 use crate::php::result::JobResult;
-use crate::php::{args, child, hooks, zend};
+use crate::php::{args, child, hooks, signals, zend};
 
 /// Adds this module's functions and classes to the extension.
 pub fn register(module: ModuleBuilder) -> ModuleBuilder {
@@ -152,16 +152,25 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
     .map_err(from_core)??;
     let index = match found {
         Some(i) => Some(i),
-        None => runtime::with(|rt| loop {
-            if let Some(k) = rt.first_finished(ids.iter().map(|(_, id)| *id)) {
-                return Ok(Some(ids[k].0));
+        None => loop {
+            let found = runtime::with(|rt| loop {
+                if let Some(k) = rt.first_finished(ids.iter().map(|(_, id)| *id)) {
+                    return Ok(Some(Some(ids[k].0)));
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Some(None));
+                }
+                if !rt.turn_unless(deadline, Some(&signals::interrupted))? {
+                    return Ok(None);
+                }
+            })
+            .map_err(from_core)?;
+            match found {
+                Some(index) => break index,
+                // PHP code to run first (a signal handler, a deadline): outside the runtime.
+                None => signals::run_pending()?,
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(None);
-            }
-            rt.turn(deadline)?;
-        })
-        .map_err(from_core)?,
+        },
     };
     let Some(index) = index else {
         let mut null = Zval::new();
@@ -254,13 +263,22 @@ impl Process {
     /// Waits for the job to end and returns its result; later calls return the same result.
     pub fn wait(&mut self) -> PhpResult<JobResult> {
         if let Some(id) = self.running_id()? {
-            runtime::with(|rt| {
-                while rt.job_state(id) == Some(JobState::Running) {
-                    rt.turn(None)?;
+            loop {
+                let ended = runtime::with(|rt| {
+                    while rt.job_state(id) == Some(JobState::Running) {
+                        if !rt.turn_unless(None, Some(&signals::interrupted))? {
+                            return Ok(false);
+                        }
+                    }
+                    Ok(true)
+                })
+                .map_err(from_core)?;
+                if ended {
+                    break;
                 }
-                Ok(())
-            })
-            .map_err(from_core)?;
+                // PHP code to run first (a signal handler, a deadline): outside the runtime.
+                signals::run_pending()?;
+            }
             self.settle()?;
         }
         match &self.result {

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod pool;
 pub mod records;
 pub mod result;
+pub mod signals;
 pub mod timeout;
 pub mod values;
 pub mod zend;

@@ -232,3 +232,40 @@ pub fn extra_named_args() -> Vec<(String, Zval)> {
     }
     out
 }
+
+fn vm_interrupt_flag() -> &'static std::sync::atomic::AtomicBool {
+    // SAFETY: EG(vm_interrupt) is a bool the engine (and signal handlers) access atomically; it
+    // lives as long as the executor globals.
+    unsafe {
+        let eg = ffi::ext_php_rs_executor_globals();
+        std::sync::atomic::AtomicBool::from_ptr(std::ptr::addr_of_mut!((*eg).vm_interrupt.value))
+    }
+}
+
+/// Whether the engine has something to run at its next safe point (`EG(vm_interrupt)`): a PHP
+/// signal handler (pcntl's async signals), Forklift's in-process timeout, max_execution_time.
+pub fn interrupt_pending() -> bool {
+    vm_interrupt_flag().load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Does now what the engine does at a safe point: clears the flag and calls the interrupt hooks
+/// (pcntl's signal handlers, Forklift's timeout). They may leave an exception pending (a handler
+/// threw or called `exit()`). False when it is `max_execution_time` that expired: only the engine
+/// may act on that, once the running internal function has returned.
+pub fn run_interrupts() -> bool {
+    // SAFETY: as above for timed_out; zend_interrupt_function is the engine's hook, called with
+    // the current frame exactly as the VM calls it.
+    unsafe {
+        let eg = ffi::ext_php_rs_executor_globals();
+        let timed_out =
+            std::sync::atomic::AtomicBool::from_ptr(std::ptr::addr_of_mut!((*eg).timed_out.value));
+        if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        vm_interrupt_flag().store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(hook) = ffi::zend_interrupt_function {
+            hook((*eg).current_execute_data);
+        }
+    }
+    true
+}

@@ -92,6 +92,22 @@ final class LoopTest extends TestCase
         $this->assertLessThan(1.0, $result->duration(), 'the duration is when it ended, not when the parent looked');
     }
 
+    public function test_a_task_that_finished_while_the_parent_waited_elsewhere_is_returned_at_once(): void
+    {
+        [$taskEnd, $jobEnd] = $this->socketPair();
+        $pool = $this->pool = new Pool(function (int $n) use ($taskEnd) {
+            fwrite($taskEnd, "ran\n");
+            return $n * 3;
+        }, workers: 1);
+        $task = $pool->submit(14);
+        // The parent waits on a plain job that ends once the task has run; meanwhile the loop
+        // hands the task out and reads its result.
+        \Forklift\fork(fn () => fgets($jobEnd))->wait();
+        // With the result already read, Task::wait() must not block waiting for more.
+        $value = \Forklift\timeout(5.0, fn () => $task->wait()->value());
+        $this->assertSame(42, $value);
+    }
+
     public function test_a_job_dies_at_its_deadline_while_the_parent_is_busy_in_php_code(): void
     {
         $started = hrtime(true);

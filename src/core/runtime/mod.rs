@@ -288,6 +288,18 @@ impl Runtime {
     /// One turn of the loop: wait (at most until `deadline`; `Some(now)` does not block) for any
     /// source or the earliest deadline, and handle everything that happened.
     pub fn turn(&mut self, deadline: Option<Instant>) -> Result<()> {
+        self.turn_unless(deadline, None).map(|_| ())
+    }
+
+    /// A turn that a signal can cut short: `interrupted` is checked with every signal blocked,
+    /// and the wait runs with them unblocked (atomically), so a signal whose handler makes
+    /// `interrupted` true — whenever it arrives — ends the wait at once. Returns false, without
+    /// waiting, when `interrupted` is already true.
+    pub fn turn_unless(
+        &mut self,
+        deadline: Option<Instant>,
+        interrupted: Option<&dyn Fn() -> bool>,
+    ) -> Result<bool> {
         let now = Instant::now();
         for pool in self.pools.iter_mut().flatten() {
             pool.service(now, &mut self.children);
@@ -300,7 +312,20 @@ impl Runtime {
             .min();
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        self.children.reactor.wait(wake, &mut events)?;
+        match interrupted {
+            None => self.children.reactor.wait(wake, None, &mut events)?,
+            Some(interrupted) => {
+                let before = sys::block_all_signals();
+                if interrupted() {
+                    sys::restore_signals(&before);
+                    self.events = events;
+                    return Ok(false);
+                }
+                let waited = self.children.reactor.wait(wake, Some(&before), &mut events);
+                sys::restore_signals(&before);
+                waited?;
+            }
+        }
         for ev in &events {
             self.handle(*ev);
         }
@@ -319,7 +344,7 @@ impl Runtime {
         for pool in self.pools.iter_mut().flatten() {
             pool.service(now, &mut self.children);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Keeps the deadlines that are due now and reaps what has exited, without blocking.

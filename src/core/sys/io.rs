@@ -121,11 +121,14 @@ pub fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, token: u64) -> Re
 }
 
 /// `epoll_pwait2(2)` until `deadline` (`None`: forever), to the microsecond; falls back to
-/// `epoll_wait` (milliseconds, rounded up) on kernels before 5.11. Fills `out`; EINTR gives an
+/// `epoll_pwait` (milliseconds, rounded up) on kernels before 5.11. With `sigmask`, that mask is
+/// in force during the wait only, atomically (the pselect pattern: block signals, check a flag,
+/// wait with them unblocked — a signal that arrived in between interrupts the wait at once). Fills `out`; EINTR gives an
 /// empty `out` (the caller looks at its clock and comes back).
 pub fn epoll_wait(
     epfd: RawFd,
     deadline: Option<Instant>,
+    sigmask: Option<&libc::sigset_t>,
     out: &mut Vec<libc::epoll_event>,
 ) -> Result<(), Errno> {
     static NO_PWAIT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -138,8 +141,9 @@ pub fn epoll_wait(
         let tsp = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: out has room for `cap` events, tsp is null or a valid timespec, the sigmask is
-        // null (unchanged); all live for the call.
+        let mask = sigmask.map_or(std::ptr::null(), |m| m as *const libc::sigset_t);
+        // SAFETY: out has room for `cap` events, tsp is null or a valid timespec, mask is null
+        // (unchanged) or a valid sigset for the call, with its size; all live for the call.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_epoll_pwait2,
@@ -147,13 +151,14 @@ pub fn epoll_wait(
                 out.as_mut_ptr(),
                 cap as libc::c_int,
                 tsp,
-                std::ptr::null::<libc::sigset_t>(),
-                0usize,
+                mask,
+                // The kernel's sigset is 64 signals, 8 bytes: the first 8 of glibc's sigset_t.
+                8usize,
             )
         };
         if r < 0 && Errno::last() == Errno::ENOSYS {
             NO_PWAIT2.store(true, std::sync::atomic::Ordering::Relaxed);
-            return epoll_wait(epfd, deadline, out);
+            return epoll_wait(epfd, deadline, sigmask, out);
         }
         r as i32
     } else {
@@ -161,8 +166,9 @@ pub fn epoll_wait(
             let ms = l.as_nanos().div_ceil(1_000_000);
             ms.min(i32::MAX as u128) as i32
         });
-        // SAFETY: out has room for `cap` events for the call.
-        unsafe { libc::epoll_wait(epfd, out.as_mut_ptr(), cap as libc::c_int, ms) }
+        let mask = sigmask.map_or(std::ptr::null(), |m| m as *const libc::sigset_t);
+        // SAFETY: out has room for `cap` events, mask is null or a valid sigset, for the call.
+        unsafe { libc::epoll_pwait(epfd, out.as_mut_ptr(), cap as libc::c_int, ms, mask) }
     };
     if n < 0 {
         return match Errno::last() {
@@ -173,4 +179,24 @@ pub fn epoll_wait(
     // SAFETY: the kernel initialised the first n entries.
     unsafe { out.set_len(n as usize) };
     Ok(())
+}
+
+/// Blocks every signal that can be blocked; returns the mask that was in force before.
+pub fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset and sigprocmask fill and read it for the call.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    }
+}
+
+/// Puts back a signal mask saved by [`block_all_signals`]; pending signals are delivered now.
+pub fn restore_signals(old: &libc::sigset_t) {
+    // SAFETY: old is a valid sigset_t.
+    unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
+    }
 }

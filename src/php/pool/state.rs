@@ -15,9 +15,9 @@ use ext_php_rs::types::{ZendCallable, Zval};
 use crate::core::runtime::{self, PoolId};
 use crate::core::spawn::{fork_child, Forked};
 use crate::php::exceptions::{forklift_ce, from_core};
-use crate::php::hooks;
 use crate::php::pool::worker::worker_main;
 use crate::php::result::JobResult;
+use crate::php::{hooks, signals};
 
 /// What a worker needs to know, fixed when the pool is made.
 pub(crate) struct Setup {
@@ -150,15 +150,39 @@ pub(crate) fn core<R>(
 /// `deadline`), take finished tasks. Callbacks are not run here.
 pub(crate) fn step(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
     spawn_missing(inner)?;
+    let deadline = no_wait_if_results(inner, deadline)?;
     runtime::with(|rt| rt.turn(deadline)).map_err(from_core)?;
     collect(inner)
+}
+
+/// Tasks may have finished while another call waited (the loop reads every worker, whoever
+/// waits): their results are taken at once, with no wait.
+fn no_wait_if_results(
+    inner: &Rc<RefCell<Inner>>,
+    deadline: Option<Instant>,
+) -> PhpResult<Option<Instant>> {
+    Ok(if core(inner, |c| c.has_finished())? {
+        Some(Instant::now())
+    } else {
+        deadline
+    })
+}
+
+/// `step`, cut short by a signal: its handler (or an enclosing `timeout()`) runs after the turn,
+/// and an exception it leaves reaches the caller.
+fn interruptible_step(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
+    spawn_missing(inner)?;
+    let deadline = no_wait_if_results(inner, deadline)?;
+    runtime::with(|rt| rt.turn_unless(deadline, Some(&signals::interrupted))).map_err(from_core)?;
+    collect(inner)?;
+    signals::run_pending()
 }
 
 /// Runs one turn and then the `onResult` callbacks, with no borrow of the pool held while they
 /// run (they may submit more tasks).
 pub(crate) fn turn(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
     check_owner(inner)?;
-    step(inner, deadline)?;
+    interruptible_step(inner, deadline)?;
     deliver(inner)
 }
 
