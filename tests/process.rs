@@ -182,7 +182,7 @@ fn an_oversized_frame_fails_the_job_without_reading_it_all() {
         .as_ref()
         .unwrap()
         .message
-        .contains("over the limit of 1024 bytes"));
+        .contains("forklift.max_frame_size is 1024 bytes"));
 }
 
 #[test]

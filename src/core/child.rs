@@ -162,14 +162,18 @@ impl Child {
         };
         self.pidfd = None;
         self.drain();
-        let status = status.unwrap_or_else(|| {
-            self.fail(Error::Channel(
-                "the child was reaped by someone else (pcntl_wait(-1), or SIGCHLD set to \
-                 SIG_IGN), so how it ended is unknown: leave Forklift's children to Forklift"
-                    .into(),
-            ));
-            sys::ExitStatus::unknown()
-        });
+        let status = match status.or_else(|| self.status_from_last_words()) {
+            Some(status) => status,
+            None => {
+                self.fail(Error::Channel(
+                    "the child was reaped by someone else (pcntl_wait(-1), or SIGCHLD set to \
+                     SIG_IGN) before it said how it ended, so that is unknown: leave Forklift's \
+                     children to Forklift"
+                        .into(),
+                ));
+                sys::ExitStatus::unknown()
+            }
+        };
         let stopped = self
             .escalation
             .take()
@@ -181,6 +185,34 @@ impl Child {
             observed_ns,
             stopped,
         })
+    }
+
+    /// When someone else took the exit status (SIGCHLD ignored, `pcntl_wait(-1)`): a child that
+    /// said its last words (`Stats`, sent just before `_exit`) ended on its own, with the exit
+    /// code its ending implies. One that did not may have been killed: unknown.
+    fn status_from_last_words(&self) -> Option<sys::ExitStatus> {
+        if !self
+            .messages
+            .iter()
+            .any(|m| matches!(m, Message::Stats { .. }))
+        {
+            return None;
+        }
+        let code = self.messages.iter().rev().find_map(|m| match m {
+            Message::Exit(code) => Some(*code),
+            Message::Value { .. } => Some(0),
+            Message::Exception(_) | Message::Fatal => Some(255),
+            _ => None,
+        });
+        Some(sys::ExitStatus {
+            code: Some(code.unwrap_or(0)),
+            ..sys::ExitStatus::unknown()
+        })
+    }
+
+    /// Whether the channel carried something that is not a valid frame (the rest is discarded).
+    pub fn channel_failed(&self) -> bool {
+        self.error.is_some()
     }
 
     /// Reads everything left; a frame cut short is an error.

@@ -160,18 +160,16 @@ pub(crate) fn report_guarded(ending: Ending, max_frame: usize) -> (i32, bool) {
 fn report(ending: Ending, max_frame: usize) -> i32 {
     match ending {
         Ending::Returned(value) => match values::serialize(&value, values::Subject::ReturnValue) {
-            Ok((format, bytes)) if Message::value_frame_len(bytes.len()) <= max_frame => {
+            Ok((format, bytes)) if bytes.len() <= max_frame => {
                 blackbox::send(Message::Value { format, bytes });
                 0
             }
             Ok((_, bytes)) => {
                 send_channel_failure(
                     format!(
-                        "the job's return value is {} bytes serialized, which makes a frame of {} \
-                         bytes, over the limit of {} bytes (forklift.max_frame_size): return less \
-                         data, or raise the limit",
+                        "the job's return value is {} bytes serialized, over the limit of {} \
+                         bytes (forklift.max_frame_size): return less data, or raise the limit",
                         bytes.len(),
-                        Message::value_frame_len(bytes.len()),
                         max_frame
                     ),
                     None,

@@ -12,7 +12,7 @@ pub const FORMAT_PHP: u8 = 0;
 pub const FORMAT_IGBINARY: u8 = 1;
 
 /// Nesting depth up to which a returned array is searched for resources.
-const RESOURCE_SEARCH_DEPTH: usize = 64;
+const RESOURCE_SEARCH_DEPTH: usize = 512;
 
 thread_local! {
     static IGBINARY: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
@@ -125,18 +125,35 @@ fn is_serialized_false(format: u8, bytes: &[u8]) -> bool {
 }
 
 /// Where a resource hides in `v` (`""` for `v` itself, `" at [key]->prop"` inside arrays and
-/// objects). Objects that decide their own serialization (`__serialize`, `__sleep`, Serializable)
-/// are left to it.
+/// objects, declared properties included). Each array and object is looked at once, so a graph of
+/// shared references costs its size, not the number of paths through it. Objects that decide their
+/// own serialization (`__serialize`, `__sleep`, Serializable) are left to it.
 fn find_resource(v: &Zval, depth: usize) -> Option<String> {
+    find_in(v, depth, &mut std::collections::HashSet::new())
+}
+
+fn find_in(v: &Zval, depth: usize, seen: &mut std::collections::HashSet<usize>) -> Option<String> {
+    let v = if v.is_reference() { v.reference()? } else { v };
+    // A declared property, in an object's property table, points to its slot.
+    let v = if v.is_indirect() { v.indirect()? } else { v };
     let v = if v.is_reference() { v.reference()? } else { v };
     if depth == 0 {
         return None;
     }
     let (table, object) = match v.get_type() {
         DataType::Resource => return Some(String::new()),
-        DataType::Array => (v.array()?, false),
+        DataType::Array => {
+            let table = v.array()?;
+            if !seen.insert(table as *const _ as usize) {
+                return None;
+            }
+            (table, false)
+        }
         DataType::Object(_) => {
             let obj = v.object()?;
+            if !seen.insert(obj as *const _ as usize) {
+                return None;
+            }
             let ce = obj.get_class_entry();
             let custom = ["__serialize", "__sleep"]
                 .iter()
@@ -150,7 +167,7 @@ fn find_resource(v: &Zval, depth: usize) -> Option<String> {
         _ => return None,
     };
     for (k, item) in table.iter() {
-        if let Some(inner) = find_resource(item, depth - 1) {
+        if let Some(inner) = find_in(item, depth - 1, seen) {
             let inner = inner.trim_start_matches(" at ");
             return Some(if object {
                 format!(" at ->{k}{inner}")

@@ -3,6 +3,7 @@
 namespace Forklift\Tests;
 
 use Forklift\Process;
+use Forklift\Tests\Support\OwnChannel;
 use Forklift\Tests\Support\Procfs;
 use PHPUnit\Framework\TestCase;
 
@@ -178,10 +179,10 @@ final class FaultTest extends TestCase
 
     public function test_garbage_on_a_channel_fails_that_job_only(): void
     {
-        $sockets = self::sockets();
+        $sockets = OwnChannel::sockets();
         $before = \Forklift\fork(fn () => 'forked before');
         $garbage = \Forklift\fork(function () use ($sockets) {
-            self::writeToOwnChannel("\x05\x00\x00\x00\xC8garbage", $sockets);
+            OwnChannel::write("\x05\x00\x00\x00\xC8garbage", $sockets);
             return 1;
         });
         $after = \Forklift\fork(fn () => 'forked after');
@@ -199,9 +200,9 @@ final class FaultTest extends TestCase
 
     public function test_truncated_frame_then_sigkill_is_reported_as_the_signal(): void
     {
-        $sockets = self::sockets();
+        $sockets = OwnChannel::sockets();
         $result = \Forklift\fork(function () use ($sockets) {
-            self::writeToOwnChannel(pack('V', 1000) . str_repeat("\x02", 10), $sockets);
+            OwnChannel::write(pack('V', 1000) . str_repeat("\x02", 10), $sockets);
             posix_kill(getmypid(), SIGKILL);
             return 1;
         })->wait();
@@ -217,9 +218,9 @@ final class FaultTest extends TestCase
     {
         // The header promises 100 bytes; the job's own value and stats frames fill part of them and
         // the stream ends inside the frame.
-        $sockets = self::sockets();
+        $sockets = OwnChannel::sockets();
         $result = \Forklift\fork(function () use ($sockets) {
-            self::writeToOwnChannel(pack('V', 100) . str_repeat("\x02", 10), $sockets);
+            OwnChannel::write(pack('V', 100) . str_repeat("\x02", 10), $sockets);
             return 1;
         })->wait();
 
@@ -233,16 +234,16 @@ final class FaultTest extends TestCase
 
     public function test_header_announcing_a_frame_over_the_limit_is_refused_before_its_body(): void
     {
-        $sockets = self::sockets();
+        $sockets = OwnChannel::sockets();
         $result = \Forklift\fork(function () use ($sockets) {
-            self::writeToOwnChannel(pack('V', 100000000), $sockets);
+            OwnChannel::write(pack('V', 100000000), $sockets);
             return 1;
         })->wait();
 
         $this->assertSame('exception', $result->outcome(), (string) $result);
         $this->assertSame('Forklift\ChannelException', $result->exception()->className());
         $this->assertSame(
-            'job channel: a frame of 100000004 bytes is over the limit of 67108864 bytes (forklift.max_frame_size)',
+            'job channel: a frame of 100000004 bytes is over the limit: forklift.max_frame_size is 67108864 bytes (the largest value, serialized), and a frame adds at most 16',
             $result->exception()->message()
         );
     }
@@ -266,44 +267,5 @@ final class FaultTest extends TestCase
         $this->assertNull($result->value());
         $this->assertSame(str_repeat('x', 100), $small->valueOrThrow(), 'a value under the limit still arrives');
         $this->assertSame($old, ini_get('forklift.max_frame_size'), 'the setting is back to what it was');
-    }
-
-    /**
-     * In a job child: writes raw bytes to the job's own channel. The channel is the child's end of
-     * a socketpair made by fork(): a socket the parent did not have when it took `$before`, and a
-     * blocking one, unlike the parent's ends of sibling jobs, which are non-blocking and inherited
-     * through fork.
-     *
-     * @param array<int, string> $before sockets() in the parent, taken before the fork
-     */
-    private static function writeToOwnChannel(string $bytes, array $before): void
-    {
-        $candidates = [];
-        foreach (self::sockets() as $fd => $socket) {
-            $info = (string) @file_get_contents("/proc/self/fdinfo/$fd");
-            $blocking = preg_match('/^flags:\s+([0-7]+)$/m', $info, $m) === 1 && (octdec($m[1]) & 04000) === 0;
-            if ($blocking && !in_array($socket, $before, true)) {
-                $candidates[] = $fd;
-            }
-        }
-        if (count($candidates) !== 1) {
-            throw new \RuntimeException('expected one channel socket, found fds ' . json_encode($candidates));
-        }
-        $stream = fopen("php://fd/{$candidates[0]}", 'w');
-        fwrite($stream, $bytes);
-        fclose($stream);
-    }
-
-    /** @return array<int, string> the sockets open in this process: fd => "socket:[inode]" */
-    private static function sockets(): array
-    {
-        $sockets = [];
-        foreach (scandir('/proc/self/fd') as $fd) {
-            $link = ctype_digit($fd) ? @readlink("/proc/self/fd/$fd") : false;
-            if ($link !== false && str_starts_with($link, 'socket:')) {
-                $sockets[(int) $fd] = $link;
-            }
-        }
-        return $sockets;
     }
 }

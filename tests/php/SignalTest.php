@@ -46,10 +46,20 @@ final class SignalTest extends TestCase
         return $pair;
     }
 
-    /** A job that signals this process, then ends. */
+    /**
+     * A job that signals this process once it blocks in Forklift's wait (its kernel wait channel
+     * says so: an event in /proc, not a sleep), then ends.
+     */
     private function signalMe(int $signo): \Forklift\Process
     {
-        return \Forklift\fork(fn () => posix_kill(posix_getppid(), $signo));
+        return \Forklift\fork(function () use ($signo) {
+            $parent = posix_getppid();
+            $deadline = hrtime(true) + 10e9;
+            while (@file_get_contents("/proc/$parent/wchan") !== 'do_epoll_wait' && hrtime(true) < $deadline) {
+                usleep(1000);
+            }
+            return posix_kill($parent, $signo);
+        });
     }
 
     public function test_a_handler_that_throws_while_wait_blocks_reaches_the_caller_and_the_job_is_kept(): void

@@ -47,7 +47,7 @@ impl Pool {
     }
 
     /// Worker `w` has exited and was reaped: settle its task, count why it went, forget it.
-    pub fn on_exit(&mut self, w: ChildId, raw: Reaped) {
+    pub fn on_exit(&mut self, w: ChildId, raw: Reaped, ctl: &mut dyn Workers) {
         let Some(i) = self.index_of(w) else { return };
         // What arrived last may finish its task, or be the task's last words.
         self.route(i, raw.messages, None);
@@ -56,13 +56,22 @@ impl Pool {
         while let Some(task) = w.prefetched.pop_back() {
             self.queue.push_front(task);
         }
+        // A broken channel is why the runtime killed the worker: the task fails with that
+        // error, not with the signal it took to stop the worker.
+        let status = match (&raw.channel_error, raw.stopped) {
+            (Some(_), None) if raw.status.signal == Some(libc::SIGKILL) => ExitStatus {
+                signal: None,
+                ..raw.status
+            },
+            _ => raw.status,
+        };
         match w.running.take() {
             Some(run) => {
                 let mut report = Report::decide(
                     w.pid,
                     run.messages,
                     raw.channel_error.as_ref(),
-                    raw.status,
+                    status,
                     run.started_ns,
                     raw.observed_ns,
                 );
@@ -98,7 +107,7 @@ impl Pool {
                     0,
                     0,
                 );
-                self.start_failed(report.cause());
+                self.start_failed(report.cause(), ctl);
             }
             None if w.state == State::Stopping => self.counters.recycled += 1,
             None => self.counters.crashed += 1,
@@ -296,7 +305,11 @@ impl Pool {
         });
     }
 
-    fn start_failed(&mut self, cause: String) {
+    fn start_failed(&mut self, cause: String, ctl: &mut dyn Workers) {
+        if self.stopped.is_some() {
+            // A worker the stop itself killed: the pool's cause stands.
+            return;
+        }
         self.start_failures += 1;
         self.respawn_at = Some(Instant::now() + policy::backoff(self.start_failures));
         if self.start_failures >= self.config.max_start_failures {
@@ -304,12 +317,17 @@ impl Pool {
                 "{} workers in a row died before they were ready; the last: {cause}",
                 self.start_failures
             );
-            self.stop(why);
+            self.stop(why, ctl);
         }
     }
 
     /// Gives up: no more workers; every queued task is failed with the cause.
-    fn stop(&mut self, cause: String) {
+    fn stop(&mut self, cause: String, ctl: &mut dyn Workers) {
+        // The workers left are starting ones that would die too: end them now, so that the
+        // turns that follow reap them and none is left a zombie.
+        for w in &self.workers {
+            ctl.signal_group(w.child, Signal::SIGKILL);
+        }
         for task in std::mem::take(&mut self.queue) {
             let record = ExceptionRecord {
                 class: record_names().pool.into(),

@@ -182,7 +182,7 @@ fn prefetch_never_overruns_max_jobs_and_the_worker_is_stopped_after_them() {
     pool.on_messages(w[0], [ended(2), ended(3)].concat(), &mut fake);
     pool.service(Instant::now(), &mut fake);
     assert_eq!(fake.stops(w[0]), 1, "recycled once idle after 3 tasks");
-    pool.on_exit(w[0], reaped(None, None));
+    pool.on_exit(w[0], reaped(None, None), &mut fake);
     assert_eq!(pool.counters().recycled, 1);
     assert_eq!(pool.missing(Instant::now()), 1, "a fresh worker is wanted");
 }
@@ -200,7 +200,7 @@ fn a_crash_retries_the_running_task_and_gives_back_the_ones_it_had_not_begun() {
     submit(&mut pool, 4);
     pool.service(Instant::now(), &mut fake);
     assert_eq!(fake.tasks(w[0]), vec![1, 2, 3, 4, 5]);
-    pool.on_exit(w[0], reaped(Some(libc::SIGSEGV), None));
+    pool.on_exit(w[0], reaped(Some(libc::SIGSEGV), None), &mut fake);
     assert!(
         pool.take_finished().is_empty(),
         "task 2 is retried, not finished"
@@ -218,7 +218,7 @@ fn a_crash_retries_the_running_task_and_gives_back_the_ones_it_had_not_begun() {
         vec![2],
         "no history on the new worker: one at a time"
     );
-    pool.on_exit(id, reaped(Some(libc::SIGSEGV), None));
+    pool.on_exit(id, reaped(Some(libc::SIGSEGV), None), &mut fake2);
     let done = pool.take_finished();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].id, 2);
@@ -248,6 +248,7 @@ fn a_task_deadline_is_armed_at_its_start_and_disarmed_at_its_end() {
     pool.on_exit(
         w[0],
         reaped(Some(libc::SIGKILL), Some((limits, Stop::TermThenKill))),
+        &mut fake,
     );
     let done = pool.take_finished();
     let last = done.last().unwrap();
@@ -269,13 +270,19 @@ fn workers_dying_at_start_back_off_then_stop_the_pool_and_fail_what_waits() {
         let n = pool.next_number();
         pool.add_worker(n, id, 3000 + k as i32);
         pool.on_messages(id, vec![], &mut fake);
-        pool.on_exit(id, reaped(None, None));
+        pool.on_exit(id, reaped(None, None), &mut fake);
         if k < 4 {
             assert_eq!(pool.missing(now), 0, "backing off");
             now = pool.next_timer().expect("a respawn timer");
         }
     }
     let cause = pool.stopped().expect("stopped").to_string();
+    // A worker still starting when the pool stopped is killed; its death changes nothing.
+    let late = ChildId::for_test(99);
+    let n = pool.next_number();
+    pool.add_worker(n, late, 4000);
+    pool.on_exit(late, reaped(Some(libc::SIGKILL), None), &mut fake);
+    assert_eq!(pool.stopped(), Some(cause.as_str()));
     assert!(
         cause.contains("5 workers in a row died before they were ready"),
         "{cause}"
@@ -336,7 +343,7 @@ fn kill_signals_every_worker_and_hands_back_prefetched_tasks() {
     let back = pool.close(true, &mut fake);
     assert_eq!(back.iter().map(|u| u.id).collect::<Vec<_>>(), vec![3, 4]);
     assert_eq!(fake.signals, vec![(w[0], Signal::SIGKILL)]);
-    pool.on_exit(w[0], reaped(Some(libc::SIGKILL), None));
+    pool.on_exit(w[0], reaped(Some(libc::SIGKILL), None), &mut fake);
     let done = pool.take_finished();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].id, 2);

@@ -386,6 +386,11 @@ impl Runtime {
         }
         let entry = self.children.entry_mut(id).expect("still there");
         if let Role::Worker(p) = entry.role {
+            if entry.child.channel_failed() {
+                // A worker whose channel broke cannot be understood any more: stop it; its
+                // task fails with the channel's error (see `Pool::on_exit`).
+                entry.child.signal_group(nix::sys::signal::Signal::SIGKILL);
+            }
             let msgs = std::mem::take(&mut entry.child.messages);
             if let Some(pool) = self.pools[p.0].as_mut() {
                 pool.on_messages(id, msgs, &mut self.children);
@@ -442,7 +447,7 @@ impl Runtime {
                 let p = *p;
                 self.children.remove(id);
                 if let Some(pool) = self.pools[p.0].as_mut() {
-                    pool.on_exit(id, reaped);
+                    pool.on_exit(id, reaped, &mut self.children);
                 }
             }
         }

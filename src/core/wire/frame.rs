@@ -10,6 +10,11 @@ use crate::core::wire::message::Message;
 /// Bytes of the length prefix.
 pub const HEADER: usize = 4;
 
+/// Most bytes a frame adds around what it carries (length, kind, a task's id and format byte):
+/// the decoder takes frames of up to `forklift.max_frame_size` plus this, so the documented limit
+/// is exactly the largest value that can be sent.
+pub const ENVELOPE: usize = 16;
+
 /// Turns a byte stream into messages. Once it has failed it stays failed and ignores further input.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -19,11 +24,11 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// `max_frame`: the largest frame accepted, header included.
-    pub fn new(max_frame: usize) -> Self {
+    /// `max_payload`: the largest value or record a frame may carry (`forklift.max_frame_size`).
+    pub fn new(max_payload: usize) -> Self {
         FrameDecoder {
             buf: Vec::new(),
-            max_frame,
+            max_frame: max_payload.saturating_add(ENVELOPE),
             failed: None,
         }
     }
@@ -44,9 +49,10 @@ impl FrameDecoder {
             let len = u32::from_le_bytes(avail[..HEADER].try_into().unwrap()) as usize;
             if len + HEADER > self.max_frame {
                 break Err(Error::Channel(format!(
-                    "a frame of {} bytes is over the limit of {} bytes (forklift.max_frame_size)",
+                    "a frame of {} bytes is over the limit: forklift.max_frame_size is {} bytes \
+                     (the largest value, serialized), and a frame adds at most {ENVELOPE}",
                     len + HEADER,
-                    self.max_frame
+                    self.max_frame - ENVELOPE
                 )));
             }
             if avail.len() < HEADER + len {

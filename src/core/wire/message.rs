@@ -96,11 +96,6 @@ impl Message {
         w.0
     }
 
-    /// Length of the frame `encode` would make, without making it (for the size limit).
-    pub fn value_frame_len(bytes: usize) -> usize {
-        HEADER + 2 + bytes
-    }
-
     /// Shrinks an error or exception record until its frame fits in `max_frame` bytes (at least
     /// [`MIN_FIT`]): traces go first, then the `previous` chain, then the texts are cut. A record is
     /// never dropped for being long, and one long record never breaks the channel.

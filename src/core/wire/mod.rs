@@ -4,7 +4,7 @@
 pub mod frame;
 pub mod message;
 
-pub use frame::{FrameDecoder, Reader, Writer, HEADER};
+pub use frame::{FrameDecoder, Reader, Writer, ENVELOPE, HEADER};
 pub use message::{Message, MIN_FIT};
 
 #[cfg(test)]

@@ -127,13 +127,38 @@ fn oversized_frame_is_refused_before_its_body_arrives() {
     let mut out = Vec::new();
     let err = d.push(&1000u32.to_le_bytes(), &mut out).unwrap_err();
     assert!(
-        err.to_string().contains("over the limit of 64 bytes"),
+        err.to_string()
+            .contains("forklift.max_frame_size is 64 bytes"),
         "{err}"
     );
     // Everything after is ignored, and the failure is remembered.
     d.push(&stream(&sample()), &mut out).unwrap();
     assert!(out.is_empty());
     assert!(d.failed().is_some());
+}
+
+#[test]
+fn a_value_or_task_of_exactly_the_limit_passes_and_a_frame_past_its_envelope_does_not() {
+    // Senders refuse a value over the limit by its own size; the decoder is the backstop.
+    for (len, ok) in [(4096, true), (4096 + ENVELOPE, false)] {
+        let frame = Message::Value {
+            format: 1,
+            bytes: vec![7; len],
+        }
+        .encode();
+        let mut d = FrameDecoder::new(4096);
+        let mut out = Vec::new();
+        assert_eq!(d.push(&frame, &mut out).is_ok(), ok, "{len} bytes");
+        // Task frames carry the most besides the value.
+        let task = Message::Task {
+            id: u64::MAX,
+            format: 1,
+            bytes: vec![7; len],
+        }
+        .encode();
+        let mut d = FrameDecoder::new(4096);
+        assert_eq!(d.push(&task, &mut out).is_ok(), ok, "task of {len} bytes");
+    }
 }
 
 #[test]

@@ -24,6 +24,7 @@ use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
 
 use crate::core::pool::{Config, Refused};
 use crate::core::runtime;
+use crate::core::sys;
 use crate::php::exceptions::{from_core, invalid, pool_ce, pool_full_ce};
 use crate::php::fork::max_frame;
 use crate::php::limits::Limits;
@@ -42,6 +43,33 @@ pub fn register(module: ModuleBuilder) -> ModuleBuilder {
 #[php(flags = ClassFlags::Final)]
 pub struct Pool {
     inner: Rc<RefCell<Inner>>,
+}
+
+/// Refuses at once a pool that the process's limits cannot hold, rather than forking workers for a
+/// minute before one fails: each worker holds 2 open files in the parent, and is a process.
+fn check_worker_limits(workers: usize, what: &str) -> PhpResult<()> {
+    // Room for the application's own files besides the workers'.
+    let need = (workers as u64).saturating_mul(2).saturating_add(64);
+    let (soft, hard) = sys::nofile_limits();
+    if need > hard {
+        return Err(invalid(format!(
+            "{what}: $workers: {workers} workers need about {need} open files (2 each), over this \
+             process's limit of {hard} (ulimit -Hn): use fewer workers, or raise the limit \
+             (LimitNOFILE= in a systemd unit)"
+        )));
+    }
+    if need > soft {
+        sys::raise_nofile_limit();
+    }
+    if let Some(max) = sys::nproc_limit() {
+        if workers as u64 >= max {
+            return Err(invalid(format!(
+                "{what}: $workers: {workers} workers are over the process limit of {max} \
+                 (ulimit -u) for this user: use fewer workers, or raise the limit"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[php_impl]
@@ -79,6 +107,7 @@ impl Pool {
         let workers =
             args::at_least(Some(workers), &format!("{W}: $workers"), 1)?.unwrap_or(1) as usize;
         let limits = Limits::new(timeout, grace, softTimeout, W)?;
+        check_worker_limits(workers, W)?;
         let max_jobs = args::at_least(maxJobs, &format!("{W}: $maxJobs"), 1)?;
         let max_memory = maxMemory
             .filter(|z| !z.is_null())
@@ -155,6 +184,15 @@ impl Pool {
         check_owner(&self.inner)?;
         let (format, bytes) = values::serialize(payload, values::Subject::Payload)
             .map_err(|u| invalid(format!("Forklift\\Pool::submit(): {}", u.message)))?;
+        let limit = self.inner.borrow().setup.max_frame;
+        if bytes.len() > limit {
+            return Err(invalid(format!(
+                "Forklift\\Pool::submit(): the payload is {} bytes serialized, over the limit of \
+                 {limit} bytes (forklift.max_frame_size): send less (an id, a path), or raise the \
+                 limit before making the pool",
+                bytes.len()
+            )));
+        }
         let pool = self.inner.borrow().id;
         loop {
             let accepted = runtime::with(|rt| {
@@ -342,8 +380,10 @@ impl Pool {
         check_owner(&self.inner)?;
         let id = self.inner.borrow().id;
         let unrun = runtime::with(|rt| Ok(rt.close_pool(id, kill))).map_err(from_core)?;
+        // The workers go first; callbacks run after, so that one that throws cannot leave the
+        // pool half stopped.
         while core(&self.inner, |c| c.workers_left())? > 0 {
-            turn(&self.inner, None)?;
+            step(&self.inner, None)?;
         }
         let mut back = Vec::new();
         for u in unrun {
@@ -354,6 +394,7 @@ impl Pool {
             let payload = values::unserialize(u.format, &u.bytes).map_err(PhpException::from)?;
             back.push((u.id as i64, payload));
         }
+        deliver(&self.inner)?;
         Ok(back)
     }
 }

@@ -183,6 +183,10 @@ fn interruptible_step(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> 
 pub(crate) fn turn(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
     check_owner(inner)?;
     interruptible_step(inner, deadline)?;
+    // A pool that gave up has killed its workers: reap them now, none is left a zombie.
+    while core(inner, |c| c.stopped().is_some() && c.workers_left() > 0)? {
+        step(inner, None)?;
+    }
     deliver(inner)
 }
 

@@ -1,0 +1,211 @@
+<?php
+
+namespace Forklift\Tests;
+
+use Forklift\Pool;
+use Forklift\PoolException;
+use Forklift\Tests\Support\OwnChannel;
+use Forklift\Tests\Support\Procfs;
+use PHPUnit\Framework\TestCase;
+
+/**
+ * What a hostile but realistic user broke before: values that hung the check for resources or
+ * slipped a resource through, the frame limit off by a few bytes, a pool stuck on a worker's
+ * broken channel, a throwing onResult that made an accepted task look refused, zombies after a
+ * crash loop, a pool larger than the limits, and jobs whose status someone else took.
+ */
+final class HardeningTest extends TestCase
+{
+    private ?Pool $pool = null;
+
+    protected function tearDown(): void
+    {
+        if ($this->pool !== null) {
+            $this->pool->kill();
+            $this->pool = null;
+        }
+        if (function_exists('pcntl_signal')) {
+            pcntl_signal(SIGCHLD, SIG_DFL);
+        }
+    }
+
+    /** Five nodes that all point back to the root and share one array by reference. */
+    private static function sharedGraph(): \stdClass
+    {
+        $root = new \stdClass();
+        $nodes = [];
+        for ($i = 0; $i < 5; $i++) {
+            $n = new \stdClass();
+            $n->parent = $root;
+            $n->siblings = &$nodes;
+            $nodes[] = $n;
+        }
+        $root->kids = $nodes;
+        return $root;
+    }
+
+    public function test_an_object_graph_with_shared_references_is_sent_both_ways(): void
+    {
+        $graph = self::sharedGraph();
+        $back = \Forklift\fork(fn () => $graph)->wait();
+        $this->assertSame('ok', $back->outcome(), (string) $back);
+        $this->assertCount(5, $back->value()->kids);
+        $this->assertSame($back->value(), $back->value()->kids[4]->parent, 'references survive');
+        $pool = $this->pool = new Pool(fn (\stdClass $g) => count($g->kids[0]->siblings), workers: 1);
+        $this->assertSame(5, $pool->submit($graph)->wait()->value());
+    }
+
+    public function test_a_resource_in_a_declared_property_fails_the_job_and_the_submit_with_where_it_is(): void
+    {
+        $holder = new ResourceHolder();
+        $holder->handle = fopen('php://memory', 'r');
+        $result = \Forklift\fork(fn () => $holder)->wait();
+        $this->assertSame('exception', $result->outcome());
+        $this->assertStringContainsString('the job returned a resource at ->handle', $result->exception()->message());
+        $pool = $this->pool = new Pool(fn ($x) => 1, workers: 1);
+        $this->expectException(\Forklift\InvalidArgumentException::class);
+        $this->expectExceptionMessage('the payload holds a resource at [wrapped]->handle');
+        $pool->submit(['wrapped' => $holder]);
+    }
+
+    public function test_max_frame_size_is_exactly_the_largest_value_that_can_be_sent(): void
+    {
+        $old = ini_set('forklift.max_frame_size', '2048');
+        try {
+            $serialize = function_exists('igbinary_serialize') ? 'igbinary_serialize' : 'serialize';
+            $n = 2048;
+            while (strlen($serialize(str_repeat('x', $n))) > 2048) {
+                $n--;
+            }
+            $this->assertSame(2048, strlen($serialize(str_repeat('x', $n))));
+            $fits = \Forklift\fork(fn () => str_repeat('x', $n))->wait();
+            $over = \Forklift\fork(fn () => str_repeat('x', $n + 1))->wait();
+            $pool = $this->pool = new Pool(fn (string $s) => strlen($s), workers: 1);
+            $task = $pool->submit(str_repeat('y', $n));
+            $this->assertSame($n, $task->wait()->value(), 'a payload of exactly the limit reaches the worker');
+            try {
+                $pool->submit(str_repeat('y', $n + 1));
+                $this->fail('a payload over the limit was accepted');
+            } catch (\Forklift\InvalidArgumentException $e) {
+                $this->assertStringContainsString('over the limit of 2048 bytes (forklift.max_frame_size)', $e->getMessage());
+            }
+        } finally {
+            ini_set('forklift.max_frame_size', $old);
+        }
+        $this->assertSame('ok', $fits->outcome(), (string) $fits);
+        $this->assertSame('exception', $over->outcome());
+        $this->assertStringContainsString('2049 bytes serialized, over the limit of 2048 bytes', $over->exception()->message());
+    }
+
+    public function test_a_worker_that_breaks_its_channel_fails_only_its_task_and_the_pool_goes_on(): void
+    {
+        $before = OwnChannel::sockets();
+        $pool = $this->pool = new Pool(function (string $what) use ($before) {
+            if ($what === 'bogus') {
+                // A header announcing a 4 GB frame.
+                OwnChannel::write(pack('V', 0xFFFFFFF0), $before);
+                sleep(30);
+            }
+            return $what;
+        }, workers: 1);
+        $bogus = $pool->submit('bogus');
+        $after = $pool->submit('after');
+        $result = \Forklift\timeout(10.0, fn () => $bogus->wait());
+        $this->assertSame('exception', $result->outcome(), (string) $result);
+        $this->assertSame('Forklift\ChannelException', $result->exception()->className());
+        $this->assertStringContainsString('is over the limit', $result->exception()->message());
+        $this->assertSame('after', \Forklift\timeout(10.0, fn () => $after->wait()->value()), 'a fresh worker runs the rest');
+    }
+
+    public function test_a_throwing_on_result_never_makes_an_accepted_task_look_refused(): void
+    {
+        $pool = $this->pool = new Pool(fn (int $n) => $n, workers: 2, queueSize: 2);
+        $pool->onResult(function () {
+            throw new \LogicException('callback failed');
+        });
+        $accepted = [];
+        $thrown = 0;
+        for ($n = 0; $n < 30; $n++) {
+            try {
+                $accepted[] = $pool->submit($n);
+            } catch (\LogicException) {
+                // Thrown while submit() waited for room, before this task was accepted.
+                $thrown++;
+            }
+        }
+        $this->assertSame(count($accepted), $pool->stats()['submitted'], 'a submit() that threw accepted nothing');
+        $this->assertGreaterThan(0, $thrown, 'callbacks ran (and threw) while submit() waited for room');
+        // A throwing callback's exception leaves whichever pool call ran it; the call can be
+        // made again, and the other callbacks run at the pool's next calls.
+        foreach ($accepted as $task) {
+            for ($try = 0; ; $try++) {
+                try {
+                    $this->assertTrue($task->wait()->ok(), 'every accepted task ran');
+                    break;
+                } catch (\LogicException) {
+                    $this->assertLessThan(100, $try);
+                }
+            }
+        }
+        $this->assertSame(count($accepted), $pool->stats()['completed']);
+        // The callbacks still owed run at the pool's next calls, one throw at a time.
+        for ($try = 0; ; $try++) {
+            try {
+                $pool->drain();
+                break;
+            } catch (\LogicException) {
+                $this->assertLessThan(100, $try);
+            }
+        }
+    }
+
+    public function test_a_pool_stopped_by_a_crash_loop_leaves_no_zombie(): void
+    {
+        $pool = $this->pool = new Pool(fn () => 1, workers: 2, onWorkerStart: fn () => exit(9));
+        $result = $pool->submit(1)->wait();
+        $this->assertSame('exception', $result->outcome());
+        $this->assertSame(PoolException::class, $result->exception()->className());
+        $this->assertStringContainsString('died before they were ready', $result->exception()->message());
+        $this->assertSame([], Procfs::zombieChildren());
+    }
+
+    public function test_a_pool_larger_than_the_open_files_limit_is_refused_at_once_naming_the_limit(): void
+    {
+        [, $hard] = [0, (int) trim((string) shell_exec('ulimit -Hn'))];
+        $workers = intdiv($hard, 2) + 1;
+        $started = hrtime(true);
+        try {
+            new Pool(fn () => 1, workers: $workers);
+            $this->fail('no exception');
+        } catch (\Forklift\InvalidArgumentException $e) {
+            $this->assertStringContainsString("$workers workers need about", $e->getMessage());
+            $this->assertStringContainsString("limit of $hard (ulimit -Hn)", $e->getMessage());
+        }
+        $this->assertLessThan(1.0, (hrtime(true) - $started) / 1e9, 'refused before forking');
+        $this->assertSame([], Procfs::zombieChildren());
+    }
+
+    public function test_with_sigchld_ignored_a_job_that_said_how_it_ended_keeps_its_outcome(): void
+    {
+        if (!function_exists('pcntl_signal')) {
+            $this->markTestSkipped('pcntl is not loaded');
+        }
+        pcntl_signal(SIGCHLD, SIG_IGN);
+        $exited = \Forklift\fork(fn () => exit(3))->wait();
+        $value = \Forklift\fork(fn () => 42)->wait();
+        $killed = \Forklift\fork(fn () => posix_kill(getmypid(), SIGKILL))->wait();
+        pcntl_signal(SIGCHLD, SIG_DFL);
+        $this->assertSame('exit', $exited->outcome());
+        $this->assertSame(3, $exited->exitCode());
+        $this->assertSame(42, $value->value());
+        $this->assertSame('exception', $killed->outcome());
+        $this->assertStringContainsString('reaped by someone else', $killed->exception()->message());
+    }
+}
+
+final class ResourceHolder
+{
+    /** @var resource|null */
+    public $handle = null;
+    public int $count = 1;
+}
