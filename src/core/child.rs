@@ -131,9 +131,11 @@ impl Child {
         true
     }
 
-    /// Sends `sig` to the child's whole process group. Only before `reap`: until then the pid,
-    /// and so the group id, is ours.
+    /// Sends `sig` to the child itself and to its process group (a job may have left its group:
+    /// the signal reaches it anyway). Only before `reap`: until then the pid, and so the group
+    /// id, is ours.
     pub fn signal_group(&self, sig: Signal) {
+        let _ = nix::sys::signal::kill(self.pid, sig);
         let _ = killpg(self.pid, sig);
     }
 
@@ -156,7 +158,7 @@ impl Child {
         let status = match sys::peek_exit(self.pid) {
             Err(nix::errno::Errno::ECHILD) => None,
             _ => {
-                let _ = killpg(self.pid, Signal::SIGKILL);
+                self.signal_group(Signal::SIGKILL);
                 sys::wait4(self.pid, true).map_err(|e| Error::sys("wait4", e))?
             }
         };

@@ -110,7 +110,10 @@ impl Escalation {
     /// stopped for its deadline; `None` when it ended on its own before the parent acted.
     pub fn stop(&self, status_signal: Option<i32>, now: Instant) -> Option<Stop> {
         match self.stage {
-            Stage::Killed => Some(Stop::TermThenKill),
+            // SIGKILL was sent; but a job that ended of SIGTERM, or on its own after it, before
+            // the SIGKILL landed was stopped by SIGTERM: the report says what happened.
+            Stage::Killed if status_signal == Some(libc::SIGKILL) => Some(Stop::TermThenKill),
+            Stage::Killed => Some(Stop::Term),
             // Killed while the parent had not sent SIGKILL: only the child's own timer does that
             // to a job past its deadline (or someone else's kill -9; it is a timeout either way).
             Stage::Armed { .. } | Stage::Terminating { .. }

@@ -65,6 +65,8 @@ pub fn fork_child(backstop: Option<Duration>) -> Result<Forked> {
                 // The parent died between fork and prctl: nobody will ever wait for us.
                 sys::exit_now(1);
             }
+            // Orphaned descendants stay in this child's tree, where its end finds them.
+            sys::become_subreaper();
             if let Some(after) = backstop {
                 // Without its own timer the job still has its parent's; go on.
                 let _ = sys::arm_backstop(after.saturating_sub(started.elapsed()));

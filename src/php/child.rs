@@ -122,8 +122,19 @@ pub fn run(
     crate::php::fork::settle_detached();
     flush_output();
     send_stats();
+    leave(code)
+}
+
+/// Ends a job child or worker: what it spawned and left running (also in another session, after
+/// a double fork) is killed first, so nothing it started outlives it; then `_exit`.
+pub(crate) fn leave(code: i32) -> ! {
+    sys::kill_descendants(LEAVE_ROUNDS);
     sys::exit_now(code)
 }
+
+/// Walks of the descendant tree at the end of a child (each kills what it finds; a descendant
+/// that forks meanwhile is found by the next).
+const LEAVE_ROUNDS: usize = 20;
 
 /// After a failed call: an uncaught exception, `exit()`, or a fatal error that unwound like exit.
 pub(crate) fn classify_failure() -> Ending {

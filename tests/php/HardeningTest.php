@@ -201,6 +201,81 @@ final class HardeningTest extends TestCase
         $this->assertSame('exception', $killed->outcome());
         $this->assertStringContainsString('reaped by someone else', $killed->exception()->message());
     }
+
+    public function test_a_grandchild_that_left_the_session_dies_with_the_job(): void
+    {
+        [$parentEnd, $childEnd] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
+        $job = \Forklift\fork(function () use ($childEnd) {
+            // A double fork into a new session: out of the job's process group and session.
+            $first = pcntl_fork();
+            if ($first === 0) {
+                posix_setsid();
+                if (pcntl_fork() === 0) {
+                    fwrite($childEnd, getmypid() . "\n");
+                    sleep(60);
+                }
+                // Leave without PHP's shutdown (it would run the test runner's).
+                posix_kill(getmypid(), SIGKILL);
+            }
+            pcntl_waitpid($first, $status);
+            return 'done';
+        });
+        $grandchild = (int) fgets($parentEnd);
+        $this->assertGreaterThan(0, $grandchild);
+        $result = $job->wait();
+        $this->assertSame('done', $result->value(), (string) $result);
+        $this->assertFalse(Procfs::isAlive($grandchild), Procfs::describe($grandchild));
+        fclose($parentEnd);
+        fclose($childEnd);
+    }
+
+    public function test_a_job_that_left_its_group_and_ignores_sigterm_is_still_stopped_at_its_deadline(): void
+    {
+        $job = \Forklift\fork(function () {
+            posix_setpgid(0, posix_getpgid(posix_getppid()));
+            pcntl_signal(SIGTERM, SIG_IGN);
+            sleep(30);
+        }, timeout: 0.2, grace: 0.2);
+        $pid = $job->pid();
+        $result = $job->wait();
+        $this->assertSame('timeout', $result->outcome());
+        $this->assertSame(SIGKILL, $result->signal());
+        $this->assertStringContainsString('stopped with SIGTERM, then SIGKILL', $result->cause());
+        $this->assertFalse(Procfs::isAlive($pid));
+    }
+
+    public function test_a_job_that_ends_after_sigterm_is_not_reported_as_killed(): void
+    {
+        $result = \Forklift\fork(function () {
+            pcntl_async_signals(true);
+            pcntl_signal(SIGTERM, function () {
+                exit(0);
+            });
+            sleep(30);
+        }, timeout: 0.2, grace: 5.0)->wait();
+        $this->assertSame('timeout', $result->outcome());
+        $this->assertSame('timed out after 0.2 s: stopped with SIGTERM', $result->cause());
+    }
+
+    public function test_a_job_that_blocks_every_signal_dies_at_its_deadline_while_the_parent_is_busy(): void
+    {
+        $started = hrtime(true);
+        $job = \Forklift\fork(function () {
+            // Every signal glibc lets a program block (32 and 33 are its own).
+            pcntl_sigprocmask(SIG_BLOCK, array_diff(range(1, 64), [32, 33]));
+            sleep(30);
+        }, timeout: 0.2, grace: 0.1);
+        $pid = $job->pid();
+        // Busy in PHP code, no Forklift call, until the job is dead (or 3 s).
+        while (hrtime(true) - $started < 3e9 && Procfs::isAlive($pid)) {
+            for ($i = 0; $i < 10000; $i++) {
+            }
+        }
+        $this->assertFalse(Procfs::isAlive($pid), 'the job outlived its backstop');
+        $result = $job->wait();
+        $this->assertSame('timeout', $result->outcome(), (string) $result);
+        $this->assertStringContainsString('its own timer', $result->cause());
+    }
 }
 
 final class ResourceHolder

@@ -193,16 +193,27 @@ pub fn signal_name(signo: i32) -> String {
     }
 }
 
-/// In a job child: a one-shot timer that raises the death signal after `after`, so that the job
-/// and its group die by their own clock even when the parent cannot act (it is busy in PHP code).
-/// The timer is not inherited by the job's own children and is deleted by `exec`.
+/// In a job child: a one-shot timer that raises the death signal after `after` (the job and its
+/// group die), and SIGKILL shortly after, so that the job dies by its own clock even when the
+/// parent cannot act (it is busy in PHP code). The timers are not inherited by the job's own
+/// children and are deleted by `exec`.
 pub fn arm_backstop(after: Duration) -> Result<(), Errno> {
+    arm_timer(death_signal(), after)?;
+    // A job that blocks signals (pcntl_sigprocmask) never takes the death signal: SIGKILL, which
+    // cannot be blocked, follows a little later (its grandchildren are then killed by the parent
+    // when it reaps it).
+    arm_timer(libc::SIGKILL, after + Duration::from_millis(100))
+}
+
+/// A one-shot CLOCK_MONOTONIC timer that sends `signo` to this process after `after`; it lives
+/// as long as the process.
+fn arm_timer(signo: i32, after: Duration) -> Result<(), Errno> {
     // SAFETY: plain-data structs, zeroed then filled; timer_create writes `id`, timer_settime
-    // reads `spec`; the death signal's handler was installed by `arm_parent_death`.
+    // reads `spec`.
     unsafe {
         let mut sev: libc::sigevent = std::mem::zeroed();
         sev.sigev_notify = libc::SIGEV_SIGNAL;
-        sev.sigev_signo = death_signal();
+        sev.sigev_signo = signo;
         let mut id: libc::timer_t = std::mem::zeroed();
         if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) < 0 {
             return Err(Errno::last());
@@ -213,6 +224,88 @@ pub fn arm_backstop(after: Duration) -> Result<(), Errno> {
         }
     }
     Ok(())
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`), so that
+/// a grandchild whose parent exits (or that calls `setsid()` after a double fork) stays in this
+/// process's tree, where [`kill_descendants`] finds it.
+pub fn become_subreaper() {
+    // SAFETY: prctl with an integer option and flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// SIGKILLs every descendant of this process (its whole tree, also those in other sessions or
+/// process groups), found through `/proc/PID/task/*/children`. Each is signalled through a pidfd
+/// taken while its parent is still the one it was found under, so a pid reused by a stranger is
+/// never signalled. Repeats until a walk finds nothing alive (a descendant may fork meanwhile),
+/// at most `rounds` times. Returns how many were killed.
+pub fn kill_descendants(rounds: usize) -> usize {
+    let me = current_pid();
+    let mut killed = 0;
+    for _ in 0..rounds {
+        let mut found = 0;
+        let mut stack = vec![me];
+        while let Some(parent) = stack.pop() {
+            for child in children_of(parent) {
+                stack.push(child);
+                if let Ok(Some(fd)) = pidfd_open(Pid::from_raw(child)) {
+                    // With the pidfd held the pid cannot be reused: check it is still the child.
+                    if parent_of(child) == Some(parent) {
+                        // SAFETY: pidfd_send_signal with a live pidfd, a signal and no info.
+                        let r = unsafe {
+                            libc::syscall(
+                                libc::SYS_pidfd_send_signal,
+                                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                                libc::SIGKILL,
+                                std::ptr::null::<libc::siginfo_t>(),
+                                0,
+                            )
+                        };
+                        if r == 0 {
+                            found += 1;
+                        }
+                    }
+                }
+            }
+        }
+        killed += found;
+        if found == 0 {
+            break;
+        }
+    }
+    killed
+}
+
+/// The live children of `pid`, from `/proc/PID/task/*/children` (zombies included).
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// The parent pid of `pid` from `/proc/PID/stat`, and only while it is not a zombie.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.next()?.parse().ok()
 }
 
 /// Counts the forks of this process (any `fork()`: Forklift's, `pcntl_fork()`, ...), so that state

@@ -43,7 +43,7 @@ pub(crate) fn worker_main(end: ChildEnd, setup: &Setup, number: usize) -> ! {
             };
             let (code, _) = child::report_guarded(ending, setup.max_frame);
             child::flush_output();
-            sys::exit_now(if code == 0 { 1 } else { code });
+            child::leave(if code == 0 { 1 } else { code });
         }
     }
     if let Some(hook) = &setup.on_start {
@@ -54,7 +54,7 @@ pub(crate) fn worker_main(end: ChildEnd, setup: &Setup, number: usize) -> ! {
         if !matches!(ending, Ending::Returned(_)) {
             let (code, _) = child::report_guarded(ending, setup.max_frame);
             child::flush_output();
-            sys::exit_now(if code == 0 { 1 } else { code });
+            child::leave(if code == 0 { 1 } else { code });
         }
     }
     blackbox::send(Message::Ready);
@@ -94,7 +94,7 @@ pub(crate) fn worker_main(end: ChildEnd, setup: &Setup, number: usize) -> ! {
                 child::send_stats();
                 if last {
                     blackbox::uncork();
-                    sys::exit_now(code);
+                    child::leave(code);
                 }
                 let (cpu, rss) = sys::usage_self();
                 let cpu_ns = cpu.saturating_sub(cpu_before).as_nanos() as u64;
@@ -105,7 +105,7 @@ pub(crate) fn worker_main(end: ChildEnd, setup: &Setup, number: usize) -> ! {
             // Stop, or the parent is gone.
             _ => {
                 child::flush_output();
-                sys::exit_now(0)
+                child::leave(0)
             }
         }
     }
