@@ -135,8 +135,11 @@ impl Child {
     /// the signal reaches it anyway). Only before `reap`: until then the pid, and so the group
     /// id, is ours.
     pub fn signal_group(&self, sig: Signal) {
-        let _ = nix::sys::signal::kill(self.pid, sig);
         let _ = killpg(self.pid, sig);
+        // Once: a job still leading its group got it from the group's signal.
+        if nix::unistd::getpgid(Some(self.pid)).is_ok_and(|g| g != self.pid) {
+            let _ = nix::sys::signal::kill(self.pid, sig);
+        }
     }
 
     /// Whether the child has exited (not reaped yet), without a pidfd: `waitid(WNOWAIT)`.
