@@ -19,8 +19,8 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 
 use crate::core::timer::SignalTimer;
-use crate::php::args;
 use crate::php::exceptions::{from_core, timeout_ce};
+use crate::php::{args, zend};
 
 /// Adds `Forklift\timeout` to the extension.
 pub fn register(module: ModuleBuilder) -> ModuleBuilder {
@@ -161,9 +161,11 @@ pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result
         })
     });
     rearm();
+    let socket_timeout = SocketTimeout::at_most(seconds);
     // A fatal error inside `f` bails out past us: close the scope first, then let it go on, so
     // that no deadline fires in shutdown functions.
     let result = ext_php_rs::zend::try_catch(std::panic::AssertUnwindSafe(f));
+    socket_timeout.restore();
     SCOPES.with(|s| s.borrow_mut().pop());
     if SCOPES.with(|s| s.borrow().is_empty()) {
         // No scope left: no timer, no handler, no stale flag.
@@ -179,6 +181,38 @@ pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result
         Err(e) => Err(PhpException::from(format!(
             "internal error in Forklift\\timeout(): {e}"
         ))),
+    }
+}
+
+/// PHP retries a socket stream's poll(2) when a signal interrupts it, for the stream's whole
+/// timeout, so the timer cannot cut a blocking socket read or write short. What Forklift can do:
+/// streams opened inside a `timeout()` get a timeout of at most the scope's, rounded up to a whole
+/// second (`default_socket_timeout` counts whole seconds), so such a read returns soon after the
+/// deadline and the `TimeoutException` follows at once.
+struct SocketTimeout {
+    /// The setting to put back, when this scope lowered it.
+    previous: Option<String>,
+}
+
+impl SocketTimeout {
+    fn at_most(seconds: f64) -> SocketTimeout {
+        const NAME: &str = "default_socket_timeout";
+        let current = zend::ini_long(c"default_socket_timeout");
+        let wanted = (seconds.ceil() as i64).max(1);
+        let mut previous = None;
+        if current <= 0 || current > wanted {
+            let old = zend::ini_string(NAME).unwrap_or_else(|| current.to_string());
+            if zend::set_ini(NAME, &wanted.to_string()) {
+                previous = Some(old);
+            }
+        }
+        SocketTimeout { previous }
+    }
+
+    fn restore(self) {
+        if let Some(previous) = self.previous {
+            zend::set_ini("default_socket_timeout", &previous);
+        }
     }
 }
 

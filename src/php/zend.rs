@@ -14,6 +14,13 @@ unsafe extern "C" {
     fn php_output_discard_all();
     fn zend_exception_set_previous(exception: *mut zend_object, add_previous: *mut zend_object);
     fn zend_ini_long(name: *const c_char, len: usize, orig: i32) -> i64;
+    fn zend_alter_ini_entry_chars(
+        name: *mut ffi::zend_string,
+        value: *const c_char,
+        value_length: usize,
+        modify_type: i32,
+        stage: i32,
+    ) -> i32;
     fn zend_update_property(
         scope: *mut zend_class_entry,
         obj: *mut zend_object,
@@ -98,6 +105,26 @@ pub fn discard_output() {
 pub fn ini_long(name: &CStr) -> i64 {
     // SAFETY: name is a valid NUL-terminated string of the given length.
     unsafe { zend_ini_long(name.as_ptr(), name.count_bytes(), 0) }
+}
+
+/// `ZEND_INI_USER`, `ZEND_INI_STAGE_RUNTIME` (Zend/zend_ini.h).
+const INI_USER: i32 = 1 << 0;
+const INI_STAGE_RUNTIME: i32 = 1 << 4;
+
+/// Sets an ini setting as `ini_set()` would, through the engine's C API: it works while an
+/// exception is pending too (a PHP call would not run then). False if the engine refused it.
+pub fn set_ini(name: &str, value: &str) -> bool {
+    let mut key = ext_php_rs::types::ZendStr::new(name, false);
+    // SAFETY: key is a live zend_string for the call; value is valid for value.len() bytes.
+    unsafe {
+        zend_alter_ini_entry_chars(
+            key.as_mut_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            INI_USER,
+            INI_STAGE_RUNTIME,
+        ) == 0
+    }
 }
 
 pub fn runtime_exception_ce() -> &'static ClassEntry {

@@ -204,29 +204,33 @@ final class HardeningTest extends TestCase
 
     public function test_a_grandchild_that_left_the_session_dies_with_the_job(): void
     {
-        [$parentEnd, $childEnd] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
-        $job = \Forklift\fork(function () use ($childEnd) {
+        [$parentEnd, $toParent] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
+        [$jobEnd, $toJob] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
+        $job = \Forklift\fork(function () use ($toParent, $toJob, $jobEnd) {
             // A double fork into a new session: out of the job's process group and session.
             $first = pcntl_fork();
             if ($first === 0) {
                 posix_setsid();
                 if (pcntl_fork() === 0) {
-                    fwrite($childEnd, getmypid() . "\n");
+                    fwrite($toParent, getmypid() . "\n");
+                    fwrite($toJob, "running\n");
                     sleep(60);
                 }
                 // Leave without PHP's shutdown (it would run the test runner's).
                 posix_kill(getmypid(), SIGKILL);
             }
             pcntl_waitpid($first, $status);
-            return 'done';
+            // The grandchild runs, orphaned, in its own session, when the job ends.
+            return trim(fgets($jobEnd));
         });
         $grandchild = (int) fgets($parentEnd);
         $this->assertGreaterThan(0, $grandchild);
         $result = $job->wait();
-        $this->assertSame('done', $result->value(), (string) $result);
+        $this->assertSame('running', $result->value(), (string) $result);
         $this->assertFalse(Procfs::isAlive($grandchild), Procfs::describe($grandchild));
-        fclose($parentEnd);
-        fclose($childEnd);
+        foreach ([$parentEnd, $toParent, $jobEnd, $toJob] as $s) {
+            fclose($s);
+        }
     }
 
     public function test_a_job_that_left_its_group_and_ignores_sigterm_is_still_stopped_at_its_deadline(): void

@@ -237,35 +237,35 @@ pub fn become_subreaper() {
 }
 
 /// SIGKILLs every descendant of this process (its whole tree, also those in other sessions or
-/// process groups), found through `/proc/PID/task/*/children`. Each is signalled through a pidfd
-/// taken while its parent is still the one it was found under, so a pid reused by a stranger is
-/// never signalled. Repeats until a walk finds nothing alive (a descendant may fork meanwhile),
-/// at most `rounds` times. Returns how many were killed.
+/// process groups). Each is signalled through a pidfd taken while its parent is still the one it
+/// was found under, so a pid reused by a stranger is never signalled. Repeats until a look finds
+/// nothing alive (a descendant may fork meanwhile), at most `rounds` times. Returns how many were
+/// killed. Costs one `waitid` when the process has no children (the usual case): as a subreaper
+/// (see [`become_subreaper`]) it then has no descendants either.
 pub fn kill_descendants(rounds: usize) -> usize {
     let me = current_pid();
     let mut killed = 0;
     for _ in 0..rounds {
+        if !has_children() {
+            break;
+        }
         let mut found = 0;
-        let mut stack = vec![me];
-        while let Some(parent) = stack.pop() {
-            for child in children_of(parent) {
-                stack.push(child);
-                if let Ok(Some(fd)) = pidfd_open(Pid::from_raw(child)) {
-                    // With the pidfd held the pid cannot be reused: check it is still the child.
-                    if parent_of(child) == Some(parent) {
-                        // SAFETY: pidfd_send_signal with a live pidfd, a signal and no info.
-                        let r = unsafe {
-                            libc::syscall(
-                                libc::SYS_pidfd_send_signal,
-                                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                                libc::SIGKILL,
-                                std::ptr::null::<libc::siginfo_t>(),
-                                0,
-                            )
-                        };
-                        if r == 0 {
-                            found += 1;
-                        }
+        for (pid, parent) in descendants_of(me) {
+            if let Ok(Some(fd)) = pidfd_open(Pid::from_raw(pid)) {
+                // With the pidfd held the pid cannot be reused: check it is still the child.
+                if parent_of(pid) == Some(parent) {
+                    // SAFETY: pidfd_send_signal with a live pidfd, a signal and no info.
+                    let r = unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            std::os::fd::AsRawFd::as_raw_fd(&fd),
+                            libc::SIGKILL,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0,
+                        )
+                    };
+                    if r == 0 {
+                        found += 1;
                     }
                 }
             }
@@ -278,18 +278,48 @@ pub fn kill_descendants(rounds: usize) -> usize {
     killed
 }
 
-/// The live children of `pid`, from `/proc/PID/task/*/children` (zombies included).
-fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
+/// Whether this process has any child, running or exited (`waitid` without reaping).
+fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data that waitid fills in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer for the call; WNOWAIT | WNOHANG neither reaps nor blocks.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
     };
-    for task in tasks.flatten() {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
+    r == 0
+}
+
+/// The live descendants of `root`, each with the parent it was found under, from every
+/// `/proc/PID/stat` (the kernel may not have `/proc/PID/task/*/children`).
+fn descendants_of(root: i32) -> Vec<(i32, i32)> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = parent_of(pid) {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == parent && pid != root {
+                out.push((pid, parent));
+                frontier.push(pid);
+            }
         }
     }
     out
