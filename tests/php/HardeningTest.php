@@ -233,6 +233,44 @@ final class HardeningTest extends TestCase
         }
     }
 
+    public function test_a_finished_job_not_yet_reaped_leaves_no_grandchild_to_outlive_a_killed_parent(): void
+    {
+        $code = <<<'PHP'
+            $job = Forklift\fork(function () {
+                $grandchild = pcntl_fork();
+                if ($grandchild === 0) {
+                    fgets(STDIN); // blocks: only a kill ends it
+                    posix_kill(posix_getpid(), SIGKILL);
+                }
+                echo "job ", getmypid(), " grandchild $grandchild\n";
+                return 'done';
+            });
+            // Busy in PHP code from now on: the finished job stays unreaped.
+            while (true) {
+            }
+            PHP;
+        $proc = proc_open(
+            [PHP_BINARY, '-d', 'extension=' . Procfs::loadedExtension(), '-r', $code],
+            [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => ['file', '/dev/null', 'w']],
+            $pipes
+        );
+        $parent = proc_get_status($proc)['pid'];
+        $line = (string) fgets($pipes[1]);
+        $this->assertMatchesRegularExpression('/^job (\d+) grandchild (\d+)$/', trim($line));
+        preg_match('/^job (\d+) grandchild (\d+)$/', trim($line), $m);
+        [$job, $grandchild] = [(int) $m[1], (int) $m[2]];
+        // The event: the job has ended (a zombie its busy parent has not reaped).
+        $this->assertSame([], Procfs::waitUntilAllGone([$job], 10.0));
+        $this->assertSame('Z', Procfs::stat($job)['state'] ?? 'gone', 'the job waits to be reaped');
+        $this->assertFalse(Procfs::isAlive($grandchild), 'the job killed what it spawned before it ended: ' . Procfs::describe($grandchild));
+        posix_kill($parent, SIGKILL);
+        pcntl_waitpid($parent, $status);
+        fclose($pipes[0]);
+        fclose($pipes[1]);
+        proc_close($proc);
+        $this->assertSame([], Procfs::waitUntilAllGone([$job, $grandchild], 1.0));
+    }
+
     public function test_a_job_that_left_its_group_and_ignores_sigterm_is_still_stopped_at_its_deadline(): void
     {
         $job = \Forklift\fork(function () {
