@@ -3,6 +3,7 @@
 //! covers it without a PHP runtime.
 
 pub mod child;
+pub mod daemon;
 pub mod deadline;
 pub mod error;
 pub mod outcome;
