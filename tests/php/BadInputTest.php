@@ -8,6 +8,7 @@ use Forklift\InvalidArgumentException;
 use Forklift\JobFailedException;
 use Forklift\Process;
 use Forklift\Tests\Support\Procfs;
+use Forklift\Tests\Support\Subprocess;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -392,21 +393,10 @@ final class BadInputTest extends TestCase
             }
             echo json_encode(['line' => $line, 'leaked_fds' => $fds() - $before]);
             PHP;
-        $proc = proc_open(
-            [
-                'prlimit', '--nproc=1:1',
-                'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
-                PHP_BINARY, '-d', 'extension=' . $extension, '-r', $code,
-            ],
-            [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']],
-            $pipes
-        );
-        $this->assertIsResource($proc);
-        $out = stream_get_contents($pipes[1]);
-        $err = stream_get_contents($pipes[2]);
-        fclose($pipes[1]);
-        fclose($pipes[2]);
-        $status = proc_close($proc);
+        ['status' => $status, 'out' => $out, 'err' => $err] = Subprocess::php($code, [
+            'prlimit', '--nproc=1:1',
+            'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+        ]);
 
         $this->assertSame(0, $status, "stdout: $out\nstderr: $err");
         $report = json_decode($out, true);

@@ -4,6 +4,7 @@ namespace Forklift\Tests;
 
 use Forklift\Pool;
 use Forklift\Tests\Support\Procfs;
+use Forklift\Tests\Support\Subprocess;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -216,17 +217,8 @@ final class LoopTest extends TestCase
         if (trim((string) shell_exec('command -v prlimit')) === '') {
             $this->markTestSkipped('prlimit (util-linux) is not installed');
         }
-        $proc = proc_open(
-            ['prlimit', "--nofile=$limits", PHP_BINARY, '-d', 'extension=' . Procfs::loadedExtension(), '-r', $code],
-            [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']],
-            $pipes
-        );
-        $this->assertIsResource($proc);
-        $out = stream_get_contents($pipes[1]);
-        $err = stream_get_contents($pipes[2]);
-        fclose($pipes[1]);
-        fclose($pipes[2]);
-        $this->assertSame(0, proc_close($proc), "stdout: $out\nstderr: $err");
+        ['status' => $status, 'out' => $out, 'err' => $err] = Subprocess::php($code, ['prlimit', "--nofile=$limits"]);
+        $this->assertSame(0, $status, "stdout: $out\nstderr: $err");
         $decoded = json_decode($out, true);
         $this->assertIsArray($decoded, "stdout: $out\nstderr: $err");
         return $decoded;

@@ -5,6 +5,7 @@ namespace Forklift\Tests;
 use Forklift\Pool;
 use Forklift\TimeoutException;
 use Forklift\Tests\Support\Procfs;
+use Forklift\Tests\Support\Subprocess;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -151,16 +152,7 @@ final class SignalTest extends TestCase
             $short->wait();
             echo "not reached\n";
             PHP;
-        $proc = proc_open(
-            [PHP_BINARY, '-d', 'extension=' . Procfs::loadedExtension(), '-r', $code],
-            [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']],
-            $pipes
-        );
-        $out = stream_get_contents($pipes[1]);
-        $err = stream_get_contents($pipes[2]);
-        fclose($pipes[1]);
-        fclose($pipes[2]);
-        $status = proc_close($proc);
+        ['status' => $status, 'out' => $out, 'err' => $err] = Subprocess::php($code);
         $this->assertSame(3, $status, "stdout: $out\nstderr: $err");
         $this->assertStringContainsString("handler\n", $out);
         $this->assertStringNotContainsString('not reached', $out);

@@ -3,3 +3,4 @@
 // Test support shared by the suites; no autoloader is needed for it.
 require __DIR__ . '/Support/Procfs.php';
 require __DIR__ . '/Support/OwnChannel.php';
+require __DIR__ . '/Support/Subprocess.php';
