@@ -109,6 +109,24 @@ final class LoopTest extends TestCase
         $this->assertSame(42, $value);
     }
 
+    public function test_a_pool_that_must_fork_again_does_not_make_other_waits_spin(): void
+    {
+        // Workers that die at start: the pool backs off, then waits for its own next call to fork.
+        $pool = $this->pool = new Pool(fn ($x) => $x, workers: 1, onWorkerStart: function () {
+            throw new \RuntimeException('db down');
+        });
+        $cpu = function (): float {
+            $u = getrusage();
+            return $u['ru_utime.tv_sec'] + $u['ru_utime.tv_usec'] / 1e6 + $u['ru_stime.tv_sec'] + $u['ru_stime.tv_usec'] / 1e6;
+        };
+        $before = $cpu();
+        \Forklift\fork(fn () => usleep(800000))->wait();
+        $used = $cpu() - $before;
+        // A busy loop would burn the whole 0.8 s; a wait that sleeps in the kernel uses next to none.
+        $this->assertLessThan(0.3, $used, "the parent spun while it waited: {$used} s of CPU");
+        $this->assertSame(0, $pool->stats()['completed']);
+    }
+
     public function test_a_job_dies_at_its_deadline_while_the_parent_is_busy_in_php_code(): void
     {
         $started = hrtime(true);

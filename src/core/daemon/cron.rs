@@ -158,7 +158,10 @@ mod tests {
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         let before = local(berlin, 2026, 3, 29, 1, 0);
         let fired = next("30 2 * * *", "Europe/Berlin", before);
-        assert_eq!(fired.with_timezone(&berlin).date_naive().to_string(), "2026-03-29");
+        assert_eq!(
+            fired.with_timezone(&berlin).date_naive().to_string(),
+            "2026-03-29"
+        );
         // Not skipped to the next day, and only once: the next one is on March 30 at 02:30.
         let after = next("30 2 * * *", "Europe/Berlin", fired);
         assert_eq!(after, local(berlin, 2026, 3, 30, 2, 30));
@@ -172,6 +175,10 @@ mod tests {
         let first = next("30 2 * * *", "Europe/Berlin", before);
         assert_eq!(first, local(berlin, 2026, 10, 25, 2, 30));
         let second = next("30 2 * * *", "Europe/Berlin", first);
-        assert_eq!(second, local(berlin, 2026, 10, 26, 2, 30), "not again an hour later");
+        assert_eq!(
+            second,
+            local(berlin, 2026, 10, 26, 2, 30),
+            "not again an hour later"
+        );
     }
 }

@@ -23,10 +23,19 @@ impl Pool {
         self.recycle(now, ctl);
     }
 
-    /// The next instant at which a timer of the pool is due (task deadlines are the runtime's).
-    pub fn next_timer(&self) -> Option<Instant> {
-        let mut next = self.respawn_at;
-        let mut add = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+    /// The next instant ahead of `now` at which a timer of the pool is due (task deadlines are
+    /// the runtime's).
+    pub fn next_timer(&self, now: Instant) -> Option<Instant> {
+        // Only what is still ahead: a respawn whose backoff is over waits for the pool's own next
+        // call to fork (the loop cannot fork), and must not make every other wait spin meanwhile.
+        let mut next = self
+            .respawn_at
+            .filter(|t| *t > now && self.stopped.is_none());
+        let mut add = |t: Instant| {
+            if t > now {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
         for w in &self.workers {
             if w.state == State::Idle {
                 if let Some(t) = w.retire_at {

@@ -273,7 +273,12 @@ fn workers_dying_at_start_back_off_then_stop_the_pool_and_fail_what_waits() {
         pool.on_exit(id, reaped(None, None), &mut fake);
         if k < 4 {
             assert_eq!(pool.missing(now), 0, "backing off");
-            now = pool.next_timer().expect("a respawn timer");
+            now = pool.next_timer(now).expect("a respawn timer");
+            assert_eq!(
+                pool.next_timer(now),
+                None,
+                "nothing to wake for once it is due"
+            );
         }
     }
     let cause = pool.stopped().expect("stopped").to_string();

@@ -307,7 +307,7 @@ impl Runtime {
         let tick = (self.children.blind > 0).then(|| now + NO_PIDFD_TICK);
         let wake = [deadline, tick, self.children.next_timer()]
             .into_iter()
-            .chain(self.pools.iter().flatten().map(Pool::next_timer))
+            .chain(self.pools.iter().flatten().map(|p| p.next_timer(now)))
             .flatten()
             .min();
         let mut events = std::mem::take(&mut self.events);
