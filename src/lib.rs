@@ -48,7 +48,7 @@ extern "C" fn request_shutdown(_ty: i32, _module: i32) -> i32 {
     php::fork::settle_detached();
     php::hooks::clear();
     // A timeout() left by a fatal error must not fire in shutdown code or the next request.
-    php::timeout::forget_inherited();
+    php::timeout::close_all();
     0
 }
 

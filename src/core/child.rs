@@ -215,6 +215,11 @@ impl Child {
         })
     }
 
+    /// The channel carried something that cannot be true (a pool worker's forged end of task).
+    pub fn fail_channel(&mut self, why: String) {
+        self.fail(Error::Channel(why));
+    }
+
     /// Whether the channel carried something that is not a valid frame (the rest is discarded).
     pub fn channel_failed(&self) -> bool {
         self.error.is_some()

@@ -301,7 +301,8 @@ impl Report {
                         format!("timed out after {seconds} s: stopped with SIGTERM, then SIGKILL")
                     }
                     Stop::OwnTimer => format!(
-                        "timed out after {seconds} s: killed (SIGKILL) by its own timer at                          timeout + grace, as its parent was busy and did not stop it"
+                        "timed out after {seconds} s: killed (SIGKILL) by its own timer at timeout + \
+                         grace, as its parent was busy and did not stop it"
                     ),
                 },
                 (None, Some(e)) => format!("timed out: {}", e.summary()),

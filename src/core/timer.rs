@@ -60,6 +60,19 @@ impl SignalTimer {
     }
 }
 
+impl SignalTimer {
+    /// In a forked child: POSIX timers are not inherited, so this timer's id means nothing here
+    /// (deleting it could delete one of the child's own timers that got the same id). Only the
+    /// signal disposition that was copied is put back.
+    pub fn forget_in_child(self) {
+        // SAFETY: restores the disposition saved in `new`, as Drop does, without timer_delete.
+        unsafe {
+            libc::sigaction(self.signo, &self.previous, std::ptr::null_mut());
+        }
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for SignalTimer {
     fn drop(&mut self) {
         // SAFETY: with the signal blocked, delete our timer, take away a signal it may have left

@@ -39,6 +39,8 @@ thread_local! {
     /// Records sent by this job child, and those counted but not sent past [`MAX_RECORDS`].
     static SENT: Cell<u64> = const { Cell::new(0) };
     static UNSENT: Cell<u64> = const { Cell::new(0) };
+    /// The fork generation of the job child the channel belongs to (see `is_helper`).
+    static JOB_GENERATION: Cell<u64> = const { Cell::new(0) };
     /// While corked, frames are gathered here and sent in one write by `uncork`.
     static CORK: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
     /// Open `Blackbox::capture` calls, innermost last.
@@ -129,6 +131,7 @@ fn fatal_trace(info: &ErrorInfo) -> Vec<String> {
 /// Makes this process a job child whose records go to `end`.
 pub fn attach_child(end: ChildEnd, max_frame: usize) {
     CHANNEL.with(|c| *c.borrow_mut() = Some((end, max_frame)));
+    JOB_GENERATION.with(|g| g.set(crate::core::sys::fork_generation()));
     FATAL_SEEN.with(|f| f.set(false));
     SENT.with(|s| s.set(0));
     UNSENT.with(|u| u.set(0));
@@ -139,6 +142,9 @@ pub fn attach_child(end: ChildEnd, max_frame: usize) {
 /// Sends a message to the parent (in a job child; a no-op elsewhere). Records too long for the
 /// frame limit are shrunk, not lost.
 pub fn send(msg: Message) {
+    if is_helper() {
+        return;
+    }
     CHANNEL.with(|c| {
         if let Some((end, max_frame)) = c.borrow().as_ref() {
             let mut frame = msg.encode();
@@ -159,6 +165,13 @@ pub fn send(msg: Message) {
     });
 }
 
+/// Whether this process is not the job child itself but a process the job forked behind
+/// Forklift's back (`pcntl_fork()`), which inherited its channel: it must never speak on it.
+pub fn is_helper() -> bool {
+    CHANNEL.with(|c| c.borrow().is_some())
+        && JOB_GENERATION.with(Cell::get) != crate::core::sys::fork_generation()
+}
+
 /// Gathers the frames sent from now on, to go in one write at `uncork` (a pool task's last
 /// messages: its ending, stats and end marker cost one system call, not four).
 pub fn cork() {
@@ -167,6 +180,9 @@ pub fn cork() {
 
 /// Sends what was gathered since `cork`.
 pub fn uncork() {
+    if is_helper() {
+        return;
+    }
     if let Some(buf) = CORK.with(|k| k.borrow_mut().take()) {
         if !buf.is_empty() {
             CHANNEL.with(|c| {

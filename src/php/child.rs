@@ -116,6 +116,7 @@ pub fn run(
         Err(CatchError::Bailout) => Ending::Fatal,
         Err(e) => Ending::Internal(format!("{e}")),
     };
+    leave_if_helper(&ending);
     let (code, _) = report_guarded(ending, max_frame);
     blackbox::report_unsent();
     // Jobs this job forked and let go of are run to their end, as a request end would.
@@ -125,9 +126,25 @@ pub fn run(
     leave(code)
 }
 
+/// A process the job forked behind Forklift's back (`pcntl_fork()`) that ended (`exit()`) comes
+/// back here, through the job's own frames: it is not the job, so it leaves at once, saying
+/// nothing on the job's channel and touching nothing of the job's.
+pub(crate) fn leave_if_helper(ending: &Ending) {
+    if blackbox::is_helper() {
+        let code = match ending {
+            Ending::Exited(code) => *code,
+            Ending::Returned(_) => 0,
+            _ => EXIT_FAILURE,
+        };
+        sys::exit_now(code);
+    }
+}
+
 /// Ends a job child or worker: what it spawned and left running (also in another session, after
 /// a double fork) is killed first, so nothing it started outlives it; then `_exit`.
 pub(crate) fn leave(code: i32) -> ! {
+    // Jobs it forked and let go of are run to their end first (an accepted job is run).
+    crate::php::fork::settle_detached();
     sys::kill_descendants(LEAVE_ROUNDS);
     sys::exit_now(code)
 }
@@ -187,6 +204,8 @@ fn report(ending: Ending, max_frame: usize) -> i32 {
                 );
                 EXIT_FAILURE
             }
+            // exit() in __sleep, memory exhausted while serializing: that is how the job ended.
+            Err(u) if u.unwinding => report(classify_failure(), max_frame),
             Err(u) => {
                 send_channel_failure(u.message, u.previous);
                 EXIT_FAILURE

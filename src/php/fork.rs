@@ -5,7 +5,7 @@ use std::time::Instant;
 use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
+use ext_php_rs::types::{ZendHashTable, Zval};
 
 use crate::core::runtime::{self, ChildId, JobState};
 use crate::core::spawn::{fork_child, Forked};
@@ -126,30 +126,45 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
     let me = runtime::with(|rt| Ok(rt.pid())).map_err(from_core)?;
     // One pass checks the arguments and finds a finished job; it stops at the first, so draining
     // n finished jobs costs O(n) in all, not O(n) per call.
+    let mut entries: Vec<(Zval, Zval)> = Vec::new();
     let mut ids = Vec::new();
-    let found = runtime::with(|rt| {
-        for (i, (key, value)) in processes.iter().enumerate() {
+    let mut problem = None;
+    let mut found = None;
+    runtime::with(|rt| {
+        zend::for_each_entry(processes, |key, value| {
             let Some(p) = value.extract::<&Process>() else {
-                return Ok(Err(invalid(format!(
-                    "{W}: element [{key}] of argument #1 ($processes) must be a \
+                problem = Some(invalid(format!(
+                    "{W}: element [{}] of argument #1 ($processes) must be a \
                      Forklift\\Process, {} given",
+                    zend::key_text(&key),
                     args::describe(value)
-                ))));
+                )));
+                return false;
             };
-            let Some(id) = p.id else {
-                return Ok(Ok(Some(i)));
+            let index = entries.len();
+            let finished = match p.id {
+                None => true,
+                Some(id) => {
+                    if let Err(e) = p.check_owner(me) {
+                        problem = Some(from_core(e));
+                        return false;
+                    }
+                    ids.push((index, id));
+                    rt.job_state(id) == Some(JobState::Finished)
+                }
             };
-            if let Err(e) = p.check_owner(me) {
-                return Ok(Err(from_core(e)));
+            entries.push((key, value.shallow_clone()));
+            if finished {
+                found = Some(index);
             }
-            if rt.job_state(id) == Some(JobState::Finished) {
-                return Ok(Ok(Some(i)));
-            }
-            ids.push((i, id));
-        }
-        Ok(Ok(None))
+            !finished
+        });
+        Ok(())
     })
-    .map_err(from_core)??;
+    .map_err(from_core)?;
+    if let Some(e) = problem {
+        return Err(e);
+    }
     let index = match found {
         Some(i) => Some(i),
         None => loop {
@@ -177,18 +192,12 @@ pub fn wait_any(processes: &ZendHashTable, timeout: Option<f64>) -> PhpResult<Zv
         null.set_null();
         return Ok(null);
     };
-    let (key, value) = processes.iter().nth(index).expect("index from this array");
-    let mut handle = value.shallow_clone();
+    let (key, mut handle) = entries.swap_remove(index);
     if let Some(p) = <&mut Process>::from_zval_mut(&mut handle) {
         p.settle()?;
     }
-    // The key as the array has it: int keys stay ints.
-    let mut k = Zval::new();
-    match key {
-        ArrayKey::Long(n) => k.set_long(n),
-        other => k.set_string(&other.to_string(), false)?,
-    }
-    Ok(k)
+    // The key as the array has it: int keys stay ints, string keys keep every byte.
+    Ok(key)
 }
 
 /// A job running (or finished) in a child process.

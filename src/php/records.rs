@@ -140,9 +140,11 @@ pub fn read_exception(ex: &ZendObject) -> record::ExceptionRecord {
             },
         };
         let call = |m: &str| obj.try_call_method(m, vec![]).ok();
+        // Bytes that are not UTF-8 (a path, a message quoting binary data) are replaced, not
+        // the whole text lost.
         let text = |m: &str| {
             call(m)
-                .and_then(|z| z.coerce_to_string())
+                .and_then(|z| crate::php::zend::lossy_string(&z))
                 .unwrap_or_default()
         };
         chain.push(record::ExceptionRecord {
@@ -150,7 +152,9 @@ pub fn read_exception(ex: &ZendObject) -> record::ExceptionRecord {
             message: text("getMessage"),
             code: match call("getCode") {
                 Some(z) if z.is_long() => record::Code::Int(z.long().unwrap_or(0)),
-                Some(z) => record::Code::Str(z.coerce_to_string().unwrap_or_default()),
+                Some(z) => {
+                    record::Code::Str(crate::php::zend::lossy_string(&z).unwrap_or_default())
+                }
                 None => record::Code::Int(0),
             },
             file: text("getFile"),

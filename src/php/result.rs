@@ -31,7 +31,9 @@ impl JobResult {
         if let Some((format, bytes)) = report.value.take() {
             match values::unserialize(format, &bytes) {
                 Ok(v) => value = v,
-                Err(why) => report.fail_channel(why),
+                // Unwinding: the parent is ending (exit() in __wakeup, memory exhausted); the
+                // engine's marker stays pending and ends it once this call returns.
+                Err(why) => report.fail_channel(format!("the job's return value: {why}")),
             }
         }
         JobResult {

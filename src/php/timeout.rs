@@ -89,7 +89,42 @@ pub fn install_interrupt_hook() {
     }
 }
 
+/// Set while Forklift runs PHP code as part of its own bookkeeping (unserializing a result): the
+/// interrupt hooks (pcntl's handlers, the in-process timeout) are held back until it is done, so
+/// that a handler's exception or a deadline never lands inside it and changes a result.
+static DEFER: AtomicBool = AtomicBool::new(false);
+/// An interrupt came while deferred: raise it again once the bookkeeping is done.
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` (Forklift's own use of PHP code) with interrupts held back; they run at the next
+/// safe point after it (or at the waiting call's next check).
+pub fn deferring_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let outer = DEFER.swap(true, Ordering::SeqCst);
+    let result = ext_php_rs::zend::try_catch(std::panic::AssertUnwindSafe(f));
+    if !outer {
+        DEFER.store(false, Ordering::SeqCst);
+        if DEFERRED.swap(false, Ordering::SeqCst) {
+            // SAFETY: as in on_timer_signal: the engine reads this flag as an atomic.
+            unsafe {
+                let eg = ffi::ext_php_rs_executor_globals();
+                AtomicBool::from_ptr(std::ptr::addr_of_mut!((*eg).vm_interrupt.value))
+                    .store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    match result {
+        Ok(r) => r,
+        // SAFETY: re-raising the bailout we caught, to the engine's own catch point.
+        Err(ext_php_rs::zend::CatchError::Bailout) => unsafe { ext_php_rs::zend::bailout() },
+        Err(e) => panic!("{e}"),
+    }
+}
+
 unsafe extern "C" fn interrupt(execute_data: *mut ffi::zend_execute_data) {
+    if DEFER.load(Ordering::SeqCst) {
+        DEFERRED.store(true, Ordering::SeqCst);
+        return;
+    }
     // SAFETY: set once at MINIT; calling the hook that was there before, as the engine would.
     if let Some(previous) = unsafe { PREVIOUS_HOOK } {
         unsafe { previous(execute_data) };
@@ -216,9 +251,19 @@ impl SocketTimeout {
     }
 }
 
+/// At the end of a request: scopes a fatal error left open are closed, their timer deleted, so
+/// that no deadline fires in shutdown code or the next request.
+pub fn close_all() {
+    SCOPES.with(|s| s.borrow_mut().clear());
+    TIMER.with(|t| t.borrow_mut().take());
+    FIRED.store(false, Ordering::SeqCst);
+}
+
 /// In a new job child: the parent's scopes are not ours (and fork did not copy its timer).
 pub fn forget_inherited() {
     SCOPES.with(|s| s.borrow_mut().clear());
-    TIMER.with(|t| t.borrow_mut().take());
+    if let Some(timer) = TIMER.with(|t| t.borrow_mut().take()) {
+        timer.forget_in_child();
+    }
     FIRED.store(false, Ordering::SeqCst);
 }

@@ -5,14 +5,14 @@ use ext_php_rs::flags::DataType;
 use ext_php_rs::types::{ZendCallable, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
 
-use crate::core::record::ExceptionRecord;
+use crate::core::record::{ExceptionRecord, E_NOTICE, E_WARNING};
 use crate::php::records::read_exception;
 
 pub const FORMAT_PHP: u8 = 0;
 pub const FORMAT_IGBINARY: u8 = 1;
 
 /// Nesting depth up to which a returned array is searched for resources.
-const RESOURCE_SEARCH_DEPTH: usize = 512;
+const RESOURCE_SEARCH_DEPTH: usize = 4096;
 
 thread_local! {
     static IGBINARY: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
@@ -27,6 +27,30 @@ fn has_igbinary() -> bool {
 pub struct Unsendable {
     pub message: String,
     pub previous: Option<ExceptionRecord>,
+    /// Serializing ended the process's PHP code (`exit()` in `__sleep`/`__serialize`, memory
+    /// exhausted): the engine's unwinding marker is left pending for the caller to handle.
+    pub unwinding: bool,
+}
+
+/// Why a value sent by the other side could not be taken.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// It is not a valid serialization, or its `__wakeup`/`__unserialize` threw.
+    Failed(String),
+    /// `exit()` in `__wakeup`/`__unserialize`, or memory exhausted: the engine's unwinding marker
+    /// is left pending, the process is ending.
+    Unwinding,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Failed(why) => f.write_str(why),
+            Unreadable::Unwinding => f.write_str(
+                "the process ended (exit() or memory exhausted) while the value was unserialized",
+            ),
+        }
+    }
 }
 
 /// Serializes a job's return value.
@@ -52,6 +76,7 @@ pub fn serialize(v: &Zval, subject: Subject) -> Result<(u8, Vec<u8>), Unsendable
                  leave the process; return plain data instead"
             ),
             previous: None,
+            unwinding: false,
         });
     }
     let (format, name) = if has_igbinary() {
@@ -62,6 +87,7 @@ pub fn serialize(v: &Zval, subject: Subject) -> Result<(u8, Vec<u8>), Unsendable
     let func = ZendCallable::try_from_name(name).map_err(|e| Unsendable {
         message: format!("{name}() is not available: {e}"),
         previous: None,
+        unwinding: false,
     })?;
     match func.try_call(vec![v]) {
         Ok(z) => match z.zend_str() {
@@ -69,8 +95,14 @@ pub fn serialize(v: &Zval, subject: Subject) -> Result<(u8, Vec<u8>), Unsendable
             None => Err(Unsendable {
                 message: format!("{name}() did not return a string"),
                 previous: None,
+                unwinding: false,
             }),
         },
+        Err(_) if crate::php::zend::pending_is_exit() => Err(Unsendable {
+            message: format!("{named} could not be serialized: the process ended meanwhile"),
+            previous: None,
+            unwinding: true,
+        }),
         Err(_) => {
             let previous = ExecutorGlobals::take_exception().map(|ex| read_exception(&ex));
             let why = previous
@@ -80,38 +112,47 @@ pub fn serialize(v: &Zval, subject: Subject) -> Result<(u8, Vec<u8>), Unsendable
             Err(Unsendable {
                 message: format!("{named} cannot be serialized: {why}"),
                 previous,
+                unwinding: false,
             })
         }
     }
 }
 
-/// Unserializes a value sent by a child. `Err` says why not (never a PHP warning).
-pub fn unserialize(format: u8, bytes: &[u8]) -> Result<Zval, String> {
+/// Unserializes a value sent by the other side. `Err` says why not (never a PHP warning).
+pub fn unserialize(format: u8, bytes: &[u8]) -> Result<Zval, Unreadable> {
     let name = match format {
         FORMAT_PHP => "unserialize",
         FORMAT_IGBINARY => "igbinary_unserialize",
-        other => return Err(format!("unknown value format {other}")),
+        other => return Err(Unreadable::Failed(format!("unknown value format {other}"))),
     };
-    let func =
-        ZendCallable::try_from_name(name).map_err(|e| format!("{name}() is not available: {e}"))?;
+    let func = ZendCallable::try_from_name(name)
+        .map_err(|e| Unreadable::Failed(format!("{name}() is not available: {e}")))?;
     let mut arg = Zval::new();
     arg.set_binary(bytes.to_vec());
-    // unserialize() reports garbage with an E_WARNING and `false`: silence it for the call and tell
-    // the two falses apart by the payload.
-    let value = crate::php::zend::with_error_reporting(0, || func.try_call(vec![&arg]));
+    // unserialize() reports garbage with an E_NOTICE or E_WARNING and `false`: silence those for
+    // the call (fatal errors still show) and tell the two falses apart by the payload.
+    let quiet = crate::php::zend::error_reporting() & !(E_NOTICE | E_WARNING);
+    // Forklift's own bookkeeping: a signal handler or deadline must not land inside a value's
+    // __wakeup and change the result; they run right after.
+    let value = crate::php::timeout::deferring_interrupts(|| {
+        crate::php::zend::with_error_reporting(quiet, || func.try_call(vec![&arg]))
+    });
     match value {
-        Ok(z) if z.is_false() && !is_serialized_false(format, bytes) => Err(format!(
-            "the job's return value ({} bytes) could not be unserialized",
-            bytes.len()
-        )),
+        Ok(z) if z.is_false() && !is_serialized_false(format, bytes) => {
+            Err(Unreadable::Failed(format!(
+                "the value ({} bytes) could not be unserialized",
+                bytes.len()
+            )))
+        }
         Ok(z) => Ok(z),
+        Err(_) if crate::php::zend::pending_is_exit() => Err(Unreadable::Unwinding),
         Err(_) => {
             let why = ExecutorGlobals::take_exception()
                 .map(|ex| read_exception(&ex).message)
                 .unwrap_or_default();
-            Err(format!(
-                "the job's return value could not be unserialized: {why}"
-            ))
+            Err(Unreadable::Failed(format!(
+                "the value could not be unserialized: {why}"
+            )))
         }
     }
 }
@@ -125,9 +166,11 @@ fn is_serialized_false(format: u8, bytes: &[u8]) -> bool {
 }
 
 /// Where a resource hides in `v` (`""` for `v` itself, `" at [key]->prop"` inside arrays and
-/// objects, declared properties included). Each array and object is looked at once, so a graph of
-/// shared references costs its size, not the number of paths through it. Objects that decide their
-/// own serialization (`__serialize`, `__sleep`, Serializable) are left to it.
+/// objects, declared and private properties included, and inside PHP's own containers such as
+/// ArrayObject or SplObjectStorage, whose `__serialize()` is asked). Each array and object is looked
+/// at once, so a graph of shared references costs its size, not the number of paths through it.
+/// Classes of the application that decide their own serialization (`__serialize`, `__sleep`,
+/// Serializable) are left to it.
 fn find_resource(v: &Zval, depth: usize) -> Option<String> {
     find_in(v, depth, &mut std::collections::HashSet::new())
 }
@@ -138,7 +181,9 @@ fn find_in(v: &Zval, depth: usize, seen: &mut std::collections::HashSet<usize>) 
     let v = if v.is_indirect() { v.indirect()? } else { v };
     let v = if v.is_reference() { v.reference()? } else { v };
     if depth == 0 {
-        return None;
+        return Some(format!(
+            " (nested more than {RESOURCE_SEARCH_DEPTH} levels deep, too deep to check)"
+        ));
     }
     let (table, object) = match v.get_type() {
         DataType::Resource => return Some(String::new()),
@@ -155,26 +200,59 @@ fn find_in(v: &Zval, depth: usize, seen: &mut std::collections::HashSet<usize>) 
                 return None;
             }
             let ce = obj.get_class_entry();
-            let custom = ["__serialize", "__sleep"]
-                .iter()
-                .any(|m| ce.function_table.get(*m).is_some())
+            let has_serialize = ce.function_table.get("__serialize").is_some();
+            let custom = has_serialize
+                || ce.function_table.get("__sleep").is_some()
                 || ce.instance_of(ext_php_rs::zend::ce::serializable());
             if custom {
-                return None;
+                // PHP's own classes (ArrayObject, SplObjectStorage, ...) serialize what their
+                // __serialize() returns: look there. The application's own are left to it.
+                let internal =
+                    ce.type_ as u8 == ZEND_INTERNAL || declared_by_php(ce, "__serialize");
+                if !(has_serialize && internal) {
+                    return None;
+                }
+                let data = obj.try_call_method("__serialize", vec![]).ok()?;
+                return find_in(&data, depth - 1, seen).map(|inner| {
+                    let inner = inner.trim_start_matches(" at ");
+                    format!(" at ->__serialize(){inner}")
+                });
             }
             (obj.get_properties().ok()?, true)
         }
         _ => return None,
     };
-    for (k, item) in table.iter() {
+    let mut found = None;
+    crate::php::zend::for_each_entry(table, |key, item| {
         if let Some(inner) = find_in(item, depth - 1, seen) {
             let inner = inner.trim_start_matches(" at ");
-            return Some(if object {
-                format!(" at ->{k}{inner}")
+            let key = crate::php::zend::key_text(&key);
+            found = Some(if object {
+                format!(" at ->{key}{inner}")
             } else {
-                format!(" at [{k}]{inner}")
+                format!(" at [{key}]{inner}")
             });
+            return false;
         }
-    }
-    None
+        true
+    });
+    found
 }
+
+/// Whether `method` of `ce` is PHP's own (an application class that extends ArrayObject without
+/// overriding `__serialize` serializes as ArrayObject does).
+fn declared_by_php(ce: &ext_php_rs::zend::ClassEntry, method: &str) -> bool {
+    let Some(entry) = ce.function_table.get(method) else {
+        return false;
+    };
+    // SAFETY: a function table entry is a pointer zval to a live zend_function, whose first byte
+    // (the common header's `type`) says internal or user.
+    unsafe {
+        entry
+            .ptr::<ext_php_rs::ffi::zend_function>()
+            .is_some_and(|f| (*f).type_ == ZEND_INTERNAL)
+    }
+}
+
+/// `ZEND_INTERNAL_CLASS` / `ZEND_INTERNAL_FUNCTION` (Zend/zend_compile.h).
+const ZEND_INTERNAL: u8 = 1;

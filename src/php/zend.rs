@@ -14,6 +14,14 @@ unsafe extern "C" {
     fn php_output_discard_all();
     fn zend_exception_set_previous(exception: *mut zend_object, add_previous: *mut zend_object);
     fn zend_ini_long(name: *const c_char, len: usize, orig: i32) -> i64;
+    fn zend_hash_internal_pointer_reset_ex(ht: *mut ffi::HashTable, pos: *mut u32);
+    fn zend_hash_move_forward_ex(ht: *mut ffi::HashTable, pos: *mut u32) -> i32;
+    fn zend_hash_get_current_key_zval_ex(
+        ht: *const ffi::HashTable,
+        key: *mut ffi::zval,
+        pos: *const u32,
+    );
+    fn zend_hash_get_current_data_ex(ht: *mut ffi::HashTable, pos: *mut u32) -> *mut ffi::zval;
     fn zend_alter_ini_entry_chars(
         name: *mut ffi::zend_string,
         value: *const c_char,
@@ -295,4 +303,54 @@ pub fn run_interrupts() -> bool {
         }
     }
     true
+}
+
+/// Calls `f(key, value)` for each entry of `ht`, in order, until it returns false. Keys come as PHP
+/// values (int, or a string of any bytes): ext-php-rs's own iteration cannot take string keys that
+/// are not UTF-8 (it panics).
+pub fn for_each_entry(
+    ht: &ext_php_rs::types::ZendHashTable,
+    mut f: impl FnMut(Zval, &Zval) -> bool,
+) {
+    let table = ht as *const ext_php_rs::types::ZendHashTable as *mut ffi::HashTable;
+    let mut pos: u32 = 0;
+    // SAFETY: the table is live for the whole call and not changed by `f` (which only reads);
+    // the position is our own, the engine's API walks it over live entries only.
+    unsafe {
+        zend_hash_internal_pointer_reset_ex(table, &mut pos);
+        loop {
+            let data = zend_hash_get_current_data_ex(table, &mut pos);
+            if data.is_null() {
+                return;
+            }
+            let mut key = Zval::new();
+            zend_hash_get_current_key_zval_ex(table, &mut key as *mut Zval as *mut ffi::zval, &pos);
+            if !f(key, &*(data as *const Zval)) {
+                return;
+            }
+            zend_hash_move_forward_ex(table, &mut pos);
+        }
+    }
+}
+
+/// A PHP string's bytes as text, bad UTF-8 replaced rather than the whole string lost; other
+/// values as PHP converts them (ints, floats, bools, null).
+pub fn lossy_string(z: &Zval) -> Option<String> {
+    if let Some(s) = z.zend_str() {
+        return Some(String::from_utf8_lossy(s.as_bytes()).into_owned());
+    }
+    z.coerce_to_string()
+}
+
+/// An array key or property name for messages: private and protected names lose their mangling
+/// (`"\0Class\0prop"` is `prop`).
+pub fn key_text(key: &Zval) -> String {
+    if let Some(n) = key.long() {
+        return n.to_string();
+    }
+    let text = lossy_string(key).unwrap_or_default();
+    match text.strip_prefix('\0') {
+        Some(rest) => rest.split('\0').next_back().unwrap_or(rest).to_string(),
+        None => text,
+    }
 }

@@ -251,7 +251,20 @@ impl Pool {
                     let Some(run) = w.running.take() else {
                         continue;
                     };
-                    debug_assert_eq!(run.task.id, id);
+                    if run.task.id != id {
+                        // Only a task writing on its own channel says this: nothing it sends can
+                        // be trusted any more. Its worker is stopped; the task fails with why.
+                        let why = format!(
+                            "the worker said task {id} ended while it ran task {}: something \
+                             wrote on its channel",
+                            run.task.id
+                        );
+                        w.running = Some(run);
+                        if let Some(ctl) = ctl.as_deref_mut() {
+                            ctl.break_channel(w.child, why);
+                        }
+                        return;
+                    }
                     w.tasks_done += 1;
                     w.rss = rss;
                     w.state = State::Idle;

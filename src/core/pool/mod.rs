@@ -37,6 +37,9 @@ pub trait Workers {
     fn arm(&mut self, w: ChildId, deadline: Deadline, start: Instant);
     /// The task ended in time: no more deadline on the worker.
     fn disarm(&mut self, w: ChildId);
+    /// The worker said something that cannot be true of its channel: fail its channel with
+    /// `why` and kill it (its task then fails with that error).
+    fn break_channel(&mut self, w: ChildId, why: String);
 }
 
 struct Pending {

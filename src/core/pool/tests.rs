@@ -22,6 +22,8 @@ struct Fake {
     armed: HashMap<ChildId, Deadline>,
     /// Workers whose channel is broken.
     broken: Vec<ChildId>,
+    /// Workers the pool found lying, and why.
+    broken_for: Vec<(ChildId, String)>,
 }
 
 impl Workers for Fake {
@@ -43,6 +45,9 @@ impl Workers for Fake {
     }
     fn disarm(&mut self, w: ChildId) {
         self.armed.remove(&w);
+    }
+    fn break_channel(&mut self, w: ChildId, why: String) {
+        self.broken_for.push((w, why));
     }
 }
 
@@ -368,4 +373,22 @@ fn a_full_queue_refuses_and_a_broken_worker_gives_its_tasks_back() {
     pool.service(Instant::now(), &mut fake);
     assert_eq!(pool.queued(), 2, "nothing was lost on a broken channel");
     assert_eq!(pool.running(), 0);
+}
+
+#[test]
+fn a_forged_end_of_task_breaks_the_workers_channel_and_fails_only_its_task() {
+    let mut fake = Fake::default();
+    let (mut pool, w) = ready_pool(config(1), &mut fake);
+    submit(&mut pool, 2);
+    pool.service(Instant::now(), &mut fake);
+    pool.on_messages(w[0], ended(999), &mut fake);
+    assert_eq!(fake.broken_for.len(), 1);
+    assert!(fake.broken_for[0]
+        .1
+        .contains("task 999 ended while it ran task 1"));
+    assert!(
+        pool.take_finished().is_empty(),
+        "no task is credited with the forged end"
+    );
+    assert_eq!(pool.running(), 1);
 }

@@ -260,6 +260,15 @@ impl Workers for Children {
         }
     }
 
+    fn break_channel(&mut self, w: ChildId, why: String) {
+        if let Some(entry) = self.entry_mut(w) {
+            entry.child.fail_channel(why);
+            if !entry.exited {
+                entry.child.signal_group(Signal::SIGKILL);
+            }
+        }
+    }
+
     fn disarm(&mut self, w: ChildId) {
         if let Some(entry) = self.entry_mut(w) {
             entry.child.escalation = None;

@@ -115,16 +115,27 @@ pub fn death_signal() -> i32 {
     libc::SIGRTMIN() + 6
 }
 
+/// The process group a job child made for itself at its start (its own pid): what the death
+/// signal's handler kills. Not `kill(0, ..)`: a job may have moved into another group (its
+/// parent's, even), which must not be touched.
+static JOB_GROUP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 extern "C" fn on_parent_death(_: libc::c_int) {
-    // SAFETY: kill is async-signal-safe; 0 means this process's group, which the job leads.
+    let group = JOB_GROUP.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: kill and getpid are async-signal-safe. The job's own group first (what it spawned),
+    // then the job itself wherever it is now.
     unsafe {
-        libc::kill(0, libc::SIGKILL);
+        if group > 0 {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        libc::kill(libc::getpid(), libc::SIGKILL);
     }
 }
 
 /// In a fresh job child: ask to be told of the parent's death, and act on it by killing the group.
 /// Returns false when the parent is already gone (it died before we asked).
 pub fn arm_parent_death(parent: Pid) -> bool {
+    JOB_GROUP.store(current_pid(), std::sync::atomic::Ordering::Relaxed);
     // SAFETY: sigaction with a zeroed struct, a plain extern "C" handler and an empty mask is
     // well-formed; the handler only calls async-signal-safe kill().
     unsafe {

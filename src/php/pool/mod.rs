@@ -20,7 +20,7 @@ use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::exception::PhpException;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
+use ext_php_rs::types::{ZendHashTable, Zval};
 
 use crate::core::pool::{Config, Refused};
 use crate::core::runtime;
@@ -28,8 +28,8 @@ use crate::core::sys;
 use crate::php::exceptions::{from_core, invalid, pool_ce, pool_full_ce};
 use crate::php::fork::max_frame;
 use crate::php::limits::Limits;
-use crate::php::{args, values};
-use state::{check_owner, core, deliver, step, turn, Inner, Setup};
+use crate::php::{args, values, zend};
+use state::{check_owner, core, deliver, interruptible_step, step, turn, Inner, Setup};
 pub use task::Task;
 
 /// Adds the pool's classes to the extension.
@@ -168,6 +168,7 @@ impl Pool {
             slots: HashMap::new(),
             undelivered: Default::default(),
             handed_back: Default::default(),
+            handback: Vec::new(),
             removed: false,
         };
         let pool = Pool {
@@ -326,20 +327,32 @@ impl Pool {
             return Err(invalid("Forklift\\Pool::waitAny(): argument #1 ($tasks) is empty; pass at least one Forklift\\Task"));
         }
         let mut entries = Vec::new();
-        for (key, value) in tasks.iter() {
+        let mut problem = None;
+        let me = Rc::as_ptr(&self.inner);
+        zend::for_each_entry(tasks, |key, value| {
             let mut v = value.shallow_clone();
             let Some(task) = <&mut Task>::from_zval_mut(&mut v) else {
-                return Err(invalid(format!(
-                    "Forklift\\Pool::waitAny(): element [{key}] of argument #1 ($tasks) must be a Forklift\\Task, {} given",
+                problem = Some(invalid(format!(
+                    "Forklift\\Pool::waitAny(): element [{}] of argument #1 ($tasks) must be a \
+                     Forklift\\Task, {} given",
+                    zend::key_text(&key),
                     args::describe(value)
                 )));
+                return false;
             };
-            let mut k = Zval::new();
-            match key {
-                ArrayKey::Long(n) => k.set_long(n),
-                other => k.set_string(&other.to_string(), false)?,
+            if task.pool.as_ptr() != me {
+                problem = Some(invalid(format!(
+                    "Forklift\\Pool::waitAny(): element [{}] of argument #1 ($tasks) is a task \
+                     of another pool; wait for it with that pool",
+                    zend::key_text(&key)
+                )));
+                return false;
             }
-            entries.push((k, Rc::clone(&task.slot)));
+            entries.push((key, Rc::clone(&task.slot)));
+            true
+        });
+        if let Some(e) = problem {
+            return Err(e);
         }
         loop {
             if let Some((k, _)) = entries.iter().find(|(_, s)| s.borrow().is_some()) {
@@ -380,18 +393,25 @@ impl Pool {
         check_owner(&self.inner)?;
         let id = self.inner.borrow().id;
         let unrun = runtime::with(|rt| Ok(rt.close_pool(id, kill))).map_err(from_core)?;
-        // The workers go first; callbacks run after, so that one that throws cannot leave the
-        // pool half stopped.
-        while core(&self.inner, |c| c.workers_left())? > 0 {
-            step(&self.inner, None)?;
+        {
+            let mut i = self.inner.borrow_mut();
+            for u in &unrun {
+                i.slots.remove(&u.id);
+                i.handed_back.insert(u.id);
+            }
+            i.handback.extend(unrun);
         }
+        // The workers go first; callbacks run after, so that one that throws cannot leave the
+        // pool half stopped. A signal handler or a deadline may cut this short: the payloads
+        // wait in `handback` for the next shutdown()/kill().
+        while core(&self.inner, |c| c.workers_left())? > 0 {
+            interruptible_step(&self.inner, None)?;
+        }
+        let unrun = std::mem::take(&mut self.inner.borrow_mut().handback);
         let mut back = Vec::new();
         for u in unrun {
-            let mut i = self.inner.borrow_mut();
-            i.slots.remove(&u.id);
-            i.handed_back.insert(u.id);
-            drop(i);
-            let payload = values::unserialize(u.format, &u.bytes).map_err(PhpException::from)?;
+            let payload = values::unserialize(u.format, &u.bytes)
+                .map_err(|e| PhpException::from(e.to_string()))?;
             back.push((u.id as i64, payload));
         }
         deliver(&self.inner)?;

@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) undelivered: std::collections::VecDeque<(u64, JobResult)>,
     /// Tasks handed back by `shutdown()`/`kill()` before they ran.
     pub(crate) handed_back: std::collections::HashSet<u64>,
+    /// Payloads of tasks that `shutdown()`/`kill()` took out of the queue and have not returned
+    /// yet (a signal handler or a deadline may cut that call short: the next one returns them).
+    pub(crate) handback: Vec<crate::core::pool::Unrun>,
     /// Set once the runtime has forgotten the pool (after its workers are gone).
     pub(crate) removed: bool,
 }
@@ -170,7 +173,10 @@ fn no_wait_if_results(
 
 /// `step`, cut short by a signal: its handler (or an enclosing `timeout()`) runs after the turn,
 /// and an exception it leaves reaches the caller.
-fn interruptible_step(inner: &Rc<RefCell<Inner>>, deadline: Option<Instant>) -> PhpResult<()> {
+pub(crate) fn interruptible_step(
+    inner: &Rc<RefCell<Inner>>,
+    deadline: Option<Instant>,
+) -> PhpResult<()> {
     spawn_missing(inner)?;
     let deadline = no_wait_if_results(inner, deadline)?;
     runtime::with(|rt| rt.turn_unless(deadline, Some(&signals::interrupted))).map_err(from_core)?;

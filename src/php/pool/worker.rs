@@ -79,11 +79,15 @@ pub(crate) fn worker_main(end: ChildEnd, setup: &Setup, number: usize) -> ! {
                 zend::reset_peak_memory();
                 let ending = match values::unserialize(format, &bytes) {
                     Ok(payload) => child::call(&setup.handler, &[&payload], setup.soft_timeout),
+                    // exit() in the payload's __wakeup, memory exhausted: the task ends so.
+                    Err(values::Unreadable::Unwinding) => child::classify_failure(),
                     Err(why) => {
+                        let why = why.to_string();
                         child::send_channel_failure(format!("the task's payload: {why}"), None);
                         Ending::Internal(why)
                     }
                 };
+                child::leave_if_helper(&ending);
                 let mut last = ending.is_final();
                 // The task's last messages go in one write.
                 blackbox::cork();
