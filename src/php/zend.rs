@@ -354,3 +354,25 @@ pub fn key_text(key: &Zval) -> String {
         None => text,
     }
 }
+
+/// Runs `f` with the pending exception (if any) set aside and put back after: Forklift's work in
+/// a destructor that runs while an exception unwinds the stack (a pool going out of scope) must
+/// neither lose that exception nor be refused by the engine because of it. An exception `f` leaves
+/// is dropped: the one that was unwinding wins.
+pub fn with_exception_aside<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: main-thread access to EG(exception), a plain pointer field; the object it points to
+    // is kept alive by the reference EG held, which we hold meanwhile and give back.
+    let saved = unsafe {
+        let eg = ffi::ext_php_rs_executor_globals();
+        std::mem::replace(&mut (*eg).exception, std::ptr::null_mut())
+    };
+    let r = f();
+    if !saved.is_null() {
+        drop(ext_php_rs::zend::ExecutorGlobals::take_exception());
+        // SAFETY: as above; EG(exception) is null again after the take.
+        unsafe {
+            (*ffi::ext_php_rs_executor_globals()).exception = saved;
+        }
+    }
+    r
+}

@@ -438,7 +438,8 @@ impl Drop for Pool {
             }
             Ok(())
         };
-        let _ = quietly(&self.inner);
+        // This may run while an exception unwinds the stack: keep it, do the work, give it back.
+        let _ = zend::with_exception_aside(|| quietly(&self.inner));
         let id = self.inner.borrow().id;
         let _ = runtime::with(|rt| {
             rt.remove_pool(id);
