@@ -22,6 +22,9 @@ pub enum Error {
     /// An application callback (a fork hook) threw; its PHP exception is pending and is what the
     /// caller sees.
     Hook(&'static str),
+    /// A pool's task or call outlived the pool (it was destroyed meanwhile, e.g. by a signal
+    /// handler).
+    PoolGone,
     /// A handle was used from a process that does not own the job (e.g. inside a forked child).
     NotOwner { pid: i32, owner: i32, current: i32 },
 }
@@ -39,6 +42,10 @@ impl fmt::Display for Error {
             Error::System { call, errno } => write!(f, "{call}() failed: {errno}"),
             Error::Channel(msg) => write!(f, "job channel: {msg}"),
             Error::Hook(msg) => f.write_str(msg),
+            Error::PoolGone => f.write_str(
+                "the pool is gone (it was destroyed meanwhile); keep the pool until its tasks are \
+                 done",
+            ),
             Error::NotOwner {
                 pid,
                 owner,

@@ -117,6 +117,7 @@ impl Report {
         let mut exit_call = None;
         let mut fatal_seen = false;
         let mut stats = None;
+        let mut soft_timeout = false;
         for m in messages {
             match m {
                 Message::Error(r) => errors.push(r),
@@ -124,6 +125,7 @@ impl Report {
                 Message::Exception(e) => exception = Some(e),
                 Message::Exit(code) => exit_call = Some(code),
                 Message::Fatal => fatal_seen = true,
+                Message::SoftTimeout => soft_timeout = true,
                 Message::Stats {
                     peak_memory,
                     finished_ns,
@@ -202,12 +204,14 @@ impl Report {
             max_rss: status.max_rss,
             deadline: None,
         }
-        .soft_timeout_is_a_timeout()
+        .soft_timeout_is_a_timeout(soft_timeout)
     }
 
-    /// An uncaught in-process timeout exception is a timeout.
-    fn soft_timeout_is_a_timeout(mut self) -> Report {
-        if self.outcome == Outcome::Exception
+    /// The job's own soft timeout, uncaught, is a timeout (any other TimeoutException is an
+    /// exception like any other).
+    fn soft_timeout_is_a_timeout(mut self, marked: bool) -> Report {
+        if marked
+            && self.outcome == Outcome::Exception
             && self
                 .exception
                 .as_ref()
@@ -425,15 +429,18 @@ mod tests {
     }
 
     #[test]
-    fn an_uncaught_timeout_exception_is_a_timeout() {
+    fn the_jobs_own_soft_timeout_uncaught_is_a_timeout_and_any_other_is_an_exception() {
         let e = ExceptionRecord {
             class: record_names().timeout.into(),
             message: "late".into(),
             ..Default::default()
         };
-        let r = Report::decide(1, vec![Message::Exception(e)], None, exited(255), 0, 10);
+        let own = vec![Message::SoftTimeout, Message::Exception(e.clone())];
+        let r = Report::decide(1, own, None, exited(255), 0, 10);
         assert_eq!(r.outcome, Outcome::Timeout);
         assert_eq!(r.exception.as_ref().unwrap().message, "late");
+        let other = Report::decide(1, vec![Message::Exception(e)], None, exited(255), 0, 10);
+        assert_eq!(other.outcome, Outcome::Exception);
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub fn describe(v: &Zval) -> String {
         DataType::Long => format!("int {}", v.long().unwrap_or(0)),
         DataType::Double => format!("float {}", v.double().unwrap_or(0.0)),
         DataType::String => {
-            let s = v.string().unwrap_or_default();
+            // Any bytes: bad UTF-8 replaced, NUL shown (an exception message cannot hold one).
+            let s = crate::php::zend::lossy_string(v)
+                .unwrap_or_default()
+                .replace('\0', "\\0");
             let short: String = s.chars().take(40).collect();
             format!(
                 "string \"{short}\"{}",

@@ -62,7 +62,14 @@ pub(crate) fn call(callable: &Zval, params: &[&Zval], soft_timeout: Option<f64>)
                 match timeout::run(seconds, "the job (softTimeout)", || {
                     callable.try_call(params)
                 }) {
-                    Ok(r) => r,
+                    Ok((r, own)) => {
+                        if own {
+                            // The exception leaving the job is the soft timeout's own: say so,
+                            // so that it (and no other TimeoutException) makes it a timeout.
+                            blackbox::send(Message::SoftTimeout);
+                        }
+                        r
+                    }
                     Err(e) => return Ending::Internal(format!("{e:?}")),
                 }
             }

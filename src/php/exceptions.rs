@@ -150,6 +150,7 @@ pub fn from_core(err: Error) -> PhpException {
         Error::InvalidArgument(_) => invalid_argument_ce(),
         Error::Fork(_) | Error::Limit(_) => fork_ce(),
         Error::Channel(_) => channel_ce(),
+        Error::PoolGone => pool_ce(),
         Error::System { .. } | Error::NotOwner { .. } | Error::Hook(_) => forklift_ce(),
     };
     PhpException::new(err.to_string(), 0, class)

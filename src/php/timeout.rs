@@ -36,7 +36,9 @@ pub fn timeout(seconds: f64, r#fn: &Zval) -> PhpResult<Zval> {
     let callable = args::callable(r#fn, "Forklift\\timeout(): argument #2 ($fn)")?;
     match run(seconds, "Forklift\\timeout(): the callable", || {
         callable.try_call(vec![])
-    })? {
+    })?
+    .0
+    {
         Ok(value) => Ok(value),
         // The callable's exception (a TimeoutException or its own) is pending and wins.
         Err(_) => Err(PhpException::from("the callable threw")),
@@ -51,6 +53,8 @@ struct Scope {
     seconds: f64,
     what: &'static str,
     fired: bool,
+    /// The object handle of the last TimeoutException thrown for this scope.
+    thrown: Option<u32>,
 }
 
 thread_local! {
@@ -95,15 +99,22 @@ pub fn install_interrupt_hook() {
 static DEFER: AtomicBool = AtomicBool::new(false);
 /// An interrupt came while deferred: raise it again once the bookkeeping is done.
 static DEFERRED: AtomicBool = AtomicBool::new(false);
+/// How many scopes were open when interrupts were held back: those wait, newer ones do not.
+static DEFER_FLOOR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Runs `f` (Forklift's own use of PHP code) with interrupts held back; they run at the next
 /// safe point after it (or at the waiting call's next check).
 pub fn deferring_interrupts<R>(f: impl FnOnce() -> R) -> R {
     let outer = DEFER.swap(true, Ordering::SeqCst);
+    if !outer {
+        DEFER_FLOOR.store(SCOPES.with(|s| s.borrow().len()), Ordering::SeqCst);
+    }
     let result = ext_php_rs::zend::try_catch(std::panic::AssertUnwindSafe(f));
     if !outer {
         DEFER.store(false, Ordering::SeqCst);
         if DEFERRED.swap(false, Ordering::SeqCst) {
+            // Whatever was held back (a deadline, a signal handler) runs at the next safe point.
+            FIRED.store(true, Ordering::SeqCst);
             // SAFETY: as in on_timer_signal: the engine reads this flag as an atomic.
             unsafe {
                 let eg = ffi::ext_php_rs_executor_globals();
@@ -122,11 +133,10 @@ pub fn deferring_interrupts<R>(f: impl FnOnce() -> R) -> R {
 
 unsafe extern "C" fn interrupt(execute_data: *mut ffi::zend_execute_data) {
     if DEFER.load(Ordering::SeqCst) {
+        // The application's handlers wait; only deadlines of scopes opened since may act.
         DEFERRED.store(true, Ordering::SeqCst);
-        return;
-    }
-    // SAFETY: set once at MINIT; calling the hook that was there before, as the engine would.
-    if let Some(previous) = unsafe { PREVIOUS_HOOK } {
+    } else if let Some(previous) = unsafe { PREVIOUS_HOOK } {
+        // SAFETY: set once at MINIT; calling the hook that was there before, as the engine would.
         unsafe { previous(execute_data) };
     }
     if FIRED.swap(false, Ordering::SeqCst) {
@@ -137,19 +147,57 @@ unsafe extern "C" fn interrupt(execute_data: *mut ffi::zend_execute_data) {
 /// At a safe point after the timer fired: throw for the outermost expired scope, re-arm.
 fn on_deadline() {
     let now = Instant::now();
+    // While Forklift holds interrupts back, scopes opened before it did wait; scopes opened
+    // inside (a timeout() in a result's __wakeup) keep their deadlines.
+    let floor = if DEFER.load(Ordering::SeqCst) {
+        DEFER_FLOOR.load(Ordering::SeqCst)
+    } else {
+        0
+    };
+    let mut held_back = false;
     let expired = SCOPES.with(|s| {
         let mut s = s.borrow_mut();
-        s.iter_mut().find(|x| x.deadline <= now).map(|x| {
+        for x in s.iter_mut().take(floor).filter(|x| x.deadline <= now) {
+            // Held back: it throws once the bookkeeping is done; meanwhile the timer only
+            // comes back every REFIRE, not at once over and over.
             x.fired = true;
-            format!("{} ran past its deadline of {} s", x.what, x.seconds)
-        })
+            held_back = true;
+        }
+        s.iter_mut()
+            .enumerate()
+            .find(|(i, x)| *i >= floor && x.deadline <= now)
+            .map(|(i, x)| {
+                x.fired = true;
+                (
+                    i,
+                    format!("{} ran past its deadline of {} s", x.what, x.seconds),
+                )
+            })
     });
-    if let Some(message) = expired {
+    if held_back {
+        DEFERRED.store(true, Ordering::SeqCst);
+    }
+    if let Some((index, message)) = expired {
         if !ext_php_rs::zend::ExecutorGlobals::has_exception() {
             let _ = ext_php_rs::exception::throw(timeout_ce(), &message);
+            let handle = pending_exception_handle();
+            SCOPES.with(|s| {
+                if let Some(scope) = s.borrow_mut().get_mut(index) {
+                    scope.thrown = handle;
+                }
+            });
         }
     }
     rearm();
+}
+
+/// The object handle of the pending exception, if any.
+fn pending_exception_handle() -> Option<u32> {
+    // SAFETY: main-thread read of EG(exception), a pointer to a live object or null.
+    unsafe {
+        let ex = (*ffi::ext_php_rs_executor_globals()).exception;
+        (!ex.is_null()).then(|| (*ex).handle)
+    }
 }
 
 /// Arms the timer for the next thing to do: the earliest unexpired deadline, or a re-fire for a
@@ -177,8 +225,13 @@ fn rearm() {
 }
 
 /// Runs `f` under a deadline of `seconds`; `what` names it in the exception's message. The
-/// exception, if any, is left pending for the caller; `f`'s result is returned either way.
-pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result<R, PhpException> {
+/// exception, if any, is left pending for the caller; `f`'s result is returned either way, with
+/// whether the exception pending now is this scope's own TimeoutException.
+pub fn run<R>(
+    seconds: f64,
+    what: &'static str,
+    f: impl FnOnce() -> R,
+) -> Result<(R, bool), PhpException> {
     let deadline = Instant::now()
         .checked_add(Duration::from_secs_f64(seconds))
         .ok_or_else(|| PhpException::from("deadline out of range"))?;
@@ -193,6 +246,7 @@ pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result
             seconds,
             what,
             fired: false,
+            thrown: None,
         })
     });
     rearm();
@@ -201,7 +255,10 @@ pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result
     // that no deadline fires in shutdown functions.
     let result = ext_php_rs::zend::try_catch(std::panic::AssertUnwindSafe(f));
     socket_timeout.restore();
-    SCOPES.with(|s| s.borrow_mut().pop());
+    let scope = SCOPES.with(|s| s.borrow_mut().pop());
+    let own = scope
+        .and_then(|x| x.thrown)
+        .is_some_and(|h| pending_exception_handle() == Some(h));
     if SCOPES.with(|s| s.borrow().is_empty()) {
         // No scope left: no timer, no handler, no stale flag.
         TIMER.with(|t| t.borrow_mut().take());
@@ -210,7 +267,7 @@ pub fn run<R>(seconds: f64, what: &'static str, f: impl FnOnce() -> R) -> Result
         rearm();
     }
     match result {
-        Ok(r) => Ok(r),
+        Ok(r) => Ok((r, own)),
         // SAFETY: re-raising the bailout we caught, to the engine's own catch point.
         Err(ext_php_rs::zend::CatchError::Bailout) => unsafe { ext_php_rs::zend::bailout() },
         Err(e) => Err(PhpException::from(format!(

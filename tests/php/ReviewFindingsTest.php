@@ -207,4 +207,96 @@ final class ReviewFindingsTest extends TestCase
             $this->assertSame('thrown past a pool with work left', $e->getMessage());
         }
     }
+
+    public function test_a_pool_destroyed_by_a_signal_handler_during_task_wait_gives_pool_exception(): void
+    {
+        pcntl_async_signals(true);
+        $pool = new Pool(fn ($x) => usleep(500000) ?? 'late', workers: 1);
+        $task = $pool->submit(1);
+        $killer = \Forklift\fork(function () {
+            $parent = posix_getppid();
+            $deadline = hrtime(true) + 10e9;
+            while (@file_get_contents("/proc/$parent/wchan") !== 'do_epoll_wait' && hrtime(true) < $deadline) {
+                usleep(1000);
+            }
+            return posix_kill($parent, SIGUSR1);
+        });
+        pcntl_signal(SIGUSR1, function () use (&$pool) {
+            $pool = null;
+        });
+        try {
+            $task->wait();
+            $this->fail('no exception');
+        } catch (\Forklift\PoolException $e) {
+            $this->assertStringContainsString('pool is gone', $e->getMessage());
+        } finally {
+            pcntl_signal(SIGUSR1, SIG_DFL);
+            pcntl_async_signals(false);
+        }
+        $this->assertTrue($killer->wait()->value());
+    }
+
+    public function test_a_task_handed_back_by_kill_is_refused_by_wait_any_and_is_done(): void
+    {
+        $pool = $this->pool = new Pool(fn ($x) => usleep(200000), workers: 1);
+        $pool->submit(1);
+        $queued = $pool->submit(2);
+        $back = $pool->kill();
+        $this->assertArrayHasKey($queued->id(), $back);
+        foreach ([fn () => $pool->waitAny([$queued]), fn () => $queued->isDone()] as $call) {
+            try {
+                $call();
+                $this->fail('no exception');
+            } catch (\Forklift\PoolException $e) {
+                $this->assertStringContainsString('never ran: shutdown() or kill() handed it back', $e->getMessage());
+            }
+        }
+    }
+
+    public function test_a_timeout_inside_a_results_wakeup_fires_there(): void
+    {
+        $result = \Forklift\fork(fn () => new WakesUpWithATimeout())->wait();
+        $this->assertSame(\Forklift\TimeoutException::class, $result->value()->got);
+    }
+
+    public function test_only_the_jobs_own_soft_timeout_makes_it_a_timeout(): void
+    {
+        $inner = \Forklift\fork(fn () => \Forklift\timeout(0.05, fn () => sleep(1)))->wait();
+        $this->assertSame('exception', $inner->outcome());
+        $this->assertFalse($inner->timedOut());
+        $thrown = \Forklift\fork(function () {
+            throw new \Forklift\TimeoutException('my own');
+        })->wait();
+        $this->assertSame('exception', $thrown->outcome());
+        $soft = \Forklift\fork(fn () => sleep(2), softTimeout: 0.1)->wait();
+        $this->assertSame('timeout', $soft->outcome());
+        $this->assertTrue($soft->timedOut());
+    }
+
+    public function test_a_worker_slower_to_start_than_its_ttl_still_runs_the_task(): void
+    {
+        $pool = $this->pool = new Pool(fn ($x) => $x * 2, workers: 1, ttl: 0.05, onWorkerStart: function () {
+            usleep(100000);
+        });
+        $this->assertSame(42, \Forklift\timeout(10.0, fn () => $pool->submit(21)->wait()->value()));
+    }
+}
+
+final class WakesUpWithATimeout
+{
+    public string $got = 'nothing';
+
+    public function __wakeup(): void
+    {
+        try {
+            \Forklift\timeout(0.01, function () {
+                $end = microtime(true) + 0.5;
+                while (microtime(true) < $end) {
+                }
+            });
+            $this->got = 'finished';
+        } catch (\Throwable $e) {
+            $this->got = get_class($e);
+        }
+    }
 }

@@ -38,7 +38,7 @@ impl Pool {
         };
         for w in &self.workers {
             if w.state == State::Idle {
-                if let Some(t) = w.retire_at {
+                if let Some(t) = w.retire_at.filter(|_| w.tasks_done > 0) {
                     add(t);
                 }
                 if let Some(i) = w.idle_ttl {
@@ -154,7 +154,7 @@ impl Pool {
                 let i = (start + k) % n;
                 let w = &self.workers[i];
                 if !matches!(w.state, State::Idle | State::Busy)
-                    || w.due_for_recycling(&self.config, now)
+                    || w.due_for_recycling(&self.config, now, false)
                     || w.in_flight() + batches[i].len() >= depth
                     || depth > w.depth(&self.config, now)
                 {
@@ -221,8 +221,9 @@ impl Pool {
 
     fn recycle(&mut self, now: Instant, ctl: &mut dyn Workers) {
         let closing = self.closing;
+        let queue_empty = self.queue.is_empty();
         for w in self.workers.iter_mut() {
-            let due = w.due_for_recycling(&self.config, now)
+            let due = w.due_for_recycling(&self.config, now, queue_empty)
                 // Closing: idle workers leave once they have nothing left to run.
                 || (closing && w.in_flight() == 0);
             if w.state == State::Idle && due {

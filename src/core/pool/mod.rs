@@ -105,11 +105,16 @@ impl Worker {
         self.running.is_some() as usize + self.prefetched.len()
     }
 
-    fn due_for_recycling(&self, config: &Config, now: Instant) -> bool {
+    fn due_for_recycling(&self, config: &Config, now: Instant, queue_empty: bool) -> bool {
+        // ttl retires a worker only once it has run a task: one whose start takes longer than
+        // its ttl would otherwise be replaced forever, running nothing. idleTtl only while there
+        // is nothing for it to do: a queued task goes to it first.
         self.max_jobs.is_some_and(|m| self.tasks_done >= m)
             || config.max_memory.is_some_and(|m| self.rss > m)
-            || self.retire_at.is_some_and(|t| now >= t)
-            || (self.state == State::Idle && self.idle_ttl.is_some_and(|i| now >= self.since + i))
+            || (self.tasks_done > 0 && self.retire_at.is_some_and(|t| now >= t))
+            || (queue_empty
+                && self.state == State::Idle
+                && self.idle_ttl.is_some_and(|i| now >= self.since + i))
     }
 }
 

@@ -392,3 +392,37 @@ fn a_forged_end_of_task_breaks_the_workers_channel_and_fails_only_its_task() {
     );
     assert_eq!(pool.running(), 1);
 }
+
+#[test]
+fn a_worker_slower_to_start_than_its_ttl_still_runs_a_task_before_it_is_retired() {
+    let mut fake = Fake::default();
+    let mut c = config(1);
+    c.ttl = Some(Duration::from_nanos(1));
+    let (mut pool, w) = ready_pool(c, &mut fake);
+    submit(&mut pool, 1);
+    pool.service(Instant::now() + Duration::from_secs(1), &mut fake);
+    assert_eq!(
+        fake.tasks(w[0]),
+        vec![1],
+        "it gets the task although its ttl is long past"
+    );
+    assert_eq!(fake.stops(w[0]), 0);
+    pool.on_messages(w[0], ended(1), &mut fake);
+    pool.service(Instant::now() + Duration::from_secs(1), &mut fake);
+    assert_eq!(fake.stops(w[0]), 1, "then it is retired");
+}
+
+#[test]
+fn idle_ttl_never_takes_a_worker_away_from_a_queued_task() {
+    let mut fake = Fake::default();
+    let mut c = config(1);
+    c.idle_ttl = Some(Duration::from_nanos(1));
+    let (mut pool, w) = ready_pool(c, &mut fake);
+    submit(&mut pool, 1);
+    pool.service(Instant::now() + Duration::from_secs(1), &mut fake);
+    assert_eq!(fake.tasks(w[0]), vec![1]);
+    assert_eq!(fake.stops(w[0]), 0);
+    pool.on_messages(w[0], ended(1), &mut fake);
+    pool.service(Instant::now() + Duration::from_secs(1), &mut fake);
+    assert_eq!(fake.stops(w[0]), 1, "idle with nothing queued: retired");
+}

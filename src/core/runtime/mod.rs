@@ -223,25 +223,17 @@ impl Runtime {
     // --- pools --------------------------------------------------------------------------------
 
     pub fn add_pool(&mut self, config: Config) -> PoolId {
-        let pool = Pool::new(config);
-        match self.pools.iter().position(Option::is_none) {
-            Some(i) => {
-                self.pools[i] = Some(pool);
-                PoolId(i)
-            }
-            None => {
-                self.pools.push(Some(pool));
-                PoolId(self.pools.len() - 1)
-            }
-        }
+        // Slots are never reused: an id kept by a task of a pool that is gone must not find
+        // another pool (a few bytes a pool, for the life of the process).
+        self.pools.push(Some(Pool::new(config)));
+        PoolId(self.pools.len() - 1)
     }
 
-    pub fn pool(&mut self, id: PoolId) -> &mut Pool {
-        self.pools[id.0].as_mut().expect("a live pool id")
-    }
-
-    pub fn pool_ref(&self, id: PoolId) -> &Pool {
-        self.pools[id.0].as_ref().expect("a live pool id")
+    pub fn pool(&mut self, id: PoolId) -> Result<&mut Pool> {
+        self.pools
+            .get_mut(id.0)
+            .and_then(Option::as_mut)
+            .ok_or(Error::PoolGone)
     }
 
     /// Forgets a pool whose workers are all gone.
@@ -260,10 +252,7 @@ impl Runtime {
         let pid = spawned.pid.as_raw();
         let child = Child::new(spawned, max_frame);
         let id = self.children.insert(child, Role::Worker(pool))?;
-        self.pools[pool.0]
-            .as_mut()
-            .expect("a live pool id")
-            .add_worker(number, id, pid);
+        self.pool(pool)?.add_worker(number, id, pid);
         Ok(())
     }
 

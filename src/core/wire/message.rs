@@ -21,6 +21,8 @@ pub enum Message {
     Fatal,
     /// Last words of a child that ends on its own: peak PHP memory and when it finished.
     Stats { peak_memory: u64, finished_ns: u64 },
+    /// The exception leaving the job is its own soft timeout's (`softTimeout:`), not another one.
+    SoftTimeout,
     /// Pool, parent → worker: run this task (serialized payload).
     Task { id: u64, format: u8, bytes: Vec<u8> },
     /// Pool, parent → worker: leave after the current task.
@@ -43,6 +45,7 @@ pub(crate) const KIND_TASK: u8 = 7;
 pub(crate) const KIND_STOP: u8 = 8;
 pub(crate) const KIND_READY: u8 = 9;
 pub(crate) const KIND_TASK_END: u8 = 10;
+pub(crate) const KIND_SOFT_TIMEOUT: u8 = 11;
 
 impl Message {
     /// The whole frame, header included.
@@ -83,6 +86,7 @@ impl Message {
                 w.0.extend_from_slice(bytes);
             }
             Message::Stop => w.u8(KIND_STOP),
+            Message::SoftTimeout => w.u8(KIND_SOFT_TIMEOUT),
             Message::Ready => w.u8(KIND_READY),
             Message::TaskEnd { id, cpu_ns, rss } => {
                 w.u8(KIND_TASK_END);
@@ -162,6 +166,7 @@ impl Message {
                 bytes: r.rest().to_vec(),
             },
             KIND_STOP => Message::Stop,
+            KIND_SOFT_TIMEOUT => Message::SoftTimeout,
             KIND_READY => Message::Ready,
             KIND_TASK_END => Message::TaskEnd {
                 id: r.u64()?,

@@ -197,10 +197,10 @@ impl Pool {
         let pool = self.inner.borrow().id;
         loop {
             let accepted = runtime::with(|rt| {
-                let submitted = rt.pool(pool).submit(format, bytes.clone());
+                let submitted = rt.pool(pool)?.submit(format, bytes.clone());
                 // Hand it to an idle worker at once (one write, no wait); otherwise it waits for
                 // one.
-                if submitted.is_ok() && rt.pool(pool).has_idle_worker() {
+                if submitted.is_ok() && rt.pool(pool)?.has_idle_worker() {
                     rt.service_pool(pool);
                 }
                 Ok(submitted)
@@ -346,6 +346,10 @@ impl Pool {
                      of another pool; wait for it with that pool",
                     zend::key_text(&key)
                 )));
+                return false;
+            }
+            if task.slot.borrow().is_none() && self.inner.borrow().handed_back.contains(&task.id) {
+                problem = Some(task::handed_back("Forklift\\Pool::waitAny()", task.id));
                 return false;
             }
             entries.push((key, Rc::clone(&task.slot)));

@@ -93,13 +93,14 @@ pub(crate) fn check_owner(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
 /// runtime is held across a fork.
 fn spawn_missing(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
     let id = inner.borrow().id;
-    let missing = runtime::with(|rt| Ok(rt.pool(id).missing(Instant::now()))).map_err(from_core)?;
+    let missing =
+        runtime::with(|rt| Ok(rt.pool(id)?.missing(Instant::now()))).map_err(from_core)?;
     if missing == 0 {
         return Ok(());
     }
     let setup = inner.borrow().setup.copy();
     for _ in 0..missing {
-        let number = runtime::with(|rt| Ok(rt.pool(id).next_number())).map_err(from_core)?;
+        let number = runtime::with(|rt| Ok(rt.pool(id)?.next_number())).map_err(from_core)?;
         // The application's fork hooks run around a worker's fork as around any other.
         if hooks::run_prepare().is_err() {
             return Err(PhpException::from(
@@ -126,7 +127,7 @@ fn spawn_missing(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
 /// value may run the application's code, so it happens here, outside the runtime.
 fn collect(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
     let id = inner.borrow().id;
-    let finished = runtime::with(|rt| Ok(rt.pool(id).take_finished())).map_err(from_core)?;
+    let finished = runtime::with(|rt| Ok(rt.pool(id)?.take_finished())).map_err(from_core)?;
     for f in finished {
         let result = JobResult::from_report(f.report).with_attempts(f.attempts);
         let mut i = inner.borrow_mut();
@@ -146,7 +147,7 @@ pub(crate) fn core<R>(
     f: impl FnOnce(&mut crate::core::pool::Pool) -> R,
 ) -> PhpResult<R> {
     let id = inner.borrow().id;
-    runtime::with(|rt| Ok(f(rt.pool(id)))).map_err(from_core)
+    runtime::with(|rt| Ok(f(rt.pool(id)?))).map_err(from_core)
 }
 
 /// One turn of the process's loop for this pool: fork missing workers, wait (at most until

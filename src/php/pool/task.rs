@@ -34,6 +34,10 @@ impl Task {
     pub fn is_done(&self) -> PhpResult<bool> {
         if self.slot.borrow().is_none() {
             if let Some(pool) = self.pool.upgrade() {
+                if pool.borrow().handed_back.contains(&self.id) {
+                    // It will never be done: say so, rather than false forever.
+                    return Err(handed_back("Forklift\\Task::isDone()", self.id));
+                }
                 turn(&pool, Some(Instant::now()))?;
             }
         }
@@ -66,15 +70,7 @@ impl Task {
                 ));
             };
             if pool.borrow().handed_back.contains(&self.id) {
-                return Err(PhpException::new(
-                    format!(
-                        "Forklift\\Task::wait(): task {} never ran: shutdown() or kill() handed it \
-                         back (see their return value)",
-                        self.id
-                    ),
-                    0,
-                    pool_ce(),
-                ));
+                return Err(handed_back("Forklift\\Task::wait()", self.id));
             }
             if pool.borrow().removed {
                 return Err(PhpException::new(
@@ -95,4 +91,16 @@ impl Task {
             turn(&pool, None)?;
         }
     }
+}
+
+/// The error for a task that `shutdown()`/`kill()` handed back before it ran.
+pub(crate) fn handed_back(what: &str, id: u64) -> PhpException {
+    PhpException::new(
+        format!(
+            "{what}: task {id} never ran: shutdown() or kill() handed it back (see their return \
+             value)"
+        ),
+        0,
+        pool_ce(),
+    )
 }
