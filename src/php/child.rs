@@ -1,6 +1,6 @@
 //! What a job child does, from the fork to `_exit`: run the fork hooks and the job, tell the parent
 //! how it went, flush its own output, and leave without running the parent's shutdown functions,
-//! destructors or request shutdown (DESIGN.md §3).
+//! destructors or request shutdown (docs/architecture.md, "A job's life").
 
 use ext_php_rs::convert::IntoZvalDyn;
 use ext_php_rs::types::Zval;

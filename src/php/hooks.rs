@@ -1,6 +1,6 @@
 //! Fork hooks, like `pthread_atfork`: `prepare` runs in the parent before each fork (last registered
 //! first), `parent` in the parent after it, `child` in the job child before the job. Applications use
-//! them to close connections before forking and reopen them lazily on each side (DESIGN.md §3).
+//! them to close connections before forking and reopen them lazily on each side (docs/architecture.md, "A job's life").
 
 use std::cell::RefCell;
 

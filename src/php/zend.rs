@@ -91,7 +91,7 @@ pub fn flush_output() {
 }
 
 /// Drops output buffered by the parent before the fork, so the child does not print it again,
-/// without calling the parent's output callbacks (they are the parent's code, DESIGN.md §3).
+/// without calling the parent's output callbacks (they are the parent's code, docs/architecture.md, "A job's life").
 pub fn discard_output() {
     // SAFETY: output_globals is PHP's own (exported) global; its handler stack holds `top`
     // pointers to live php_output_handler structs. We only set a flag bit on each, then let PHP
