@@ -4,6 +4,7 @@ namespace Forklift\Tests;
 
 use Forklift\Pool;
 use Forklift\Tests\Support\Procfs;
+use Forklift\Tests\Support\SocketPairs;
 use Forklift\Tests\Support\Subprocess;
 use PHPUnit\Framework\TestCase;
 
@@ -14,8 +15,7 @@ use PHPUnit\Framework\TestCase;
  */
 final class LoopTest extends TestCase
 {
-    /** @var list<resource> */
-    private array $sockets = [];
+    use SocketPairs;
     private ?Pool $pool = null;
 
     protected function tearDown(): void
@@ -24,21 +24,7 @@ final class LoopTest extends TestCase
             $this->pool->kill();
             $this->pool = null;
         }
-        foreach ($this->sockets as $s) {
-            if (is_resource($s)) {
-                fclose($s);
-            }
-        }
-        $this->sockets = [];
-    }
-
-    /** @return array{0: resource, 1: resource} */
-    private function socketPair(): array
-    {
-        $pair = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
-        $this->assertIsArray($pair);
-        array_push($this->sockets, ...$pair);
-        return $pair;
+        $this->closeSocketPairs();
     }
 
     /** Returns true once /proc/$pid is gone (the process exited and was reaped), false after $seconds. */

@@ -5,6 +5,7 @@ namespace Forklift\Tests;
 use Forklift\Pool;
 use Forklift\TimeoutException;
 use Forklift\Tests\Support\Procfs;
+use Forklift\Tests\Support\SocketPairs;
 use Forklift\Tests\Support\Subprocess;
 use PHPUnit\Framework\TestCase;
 
@@ -15,8 +16,7 @@ use PHPUnit\Framework\TestCase;
  */
 final class SignalTest extends TestCase
 {
-    /** @var list<resource> */
-    private array $sockets = [];
+    use SocketPairs;
 
     protected function setUp(): void
     {
@@ -30,21 +30,7 @@ final class SignalTest extends TestCase
     {
         pcntl_signal(SIGUSR1, SIG_DFL);
         pcntl_async_signals(false);
-        foreach ($this->sockets as $s) {
-            if (is_resource($s)) {
-                fclose($s);
-            }
-        }
-        $this->sockets = [];
-    }
-
-    /** @return array{0: resource, 1: resource} */
-    private function socketPair(): array
-    {
-        $pair = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
-        $this->assertIsArray($pair);
-        array_push($this->sockets, ...$pair);
-        return $pair;
+        $this->closeSocketPairs();
     }
 
     /**
