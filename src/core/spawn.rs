@@ -60,6 +60,8 @@ pub fn fork_child(backstop: Option<Duration>) -> Result<Forked> {
     match unsafe { fork() }.map_err(fork_error)? {
         ForkResult::Child => {
             drop(parent_end);
+            sys::unblock_owned_in_child();
+            close_inherited();
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
             if !sys::arm_parent_death(parent) {
                 // The parent died between fork and prctl: nobody will ever wait for us.
@@ -94,6 +96,33 @@ pub fn fork_child(backstop: Option<Duration>) -> Result<Forked> {
                 started_ns,
             }))
         }
+    }
+}
+
+thread_local! {
+    /// Fds of this process that no child may keep: the daemon's pid file (its lock), status
+    /// socket, supervisor link. A child closes them first thing after the fork.
+    static CLOSE_IN_CHILD: std::cell::RefCell<Vec<RawFd>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Makes every child forked from now on close `fd` right after the fork.
+pub fn close_in_children(fd: RawFd) {
+    CLOSE_IN_CHILD.with(|c| c.borrow_mut().push(fd));
+}
+
+/// Undoes [`close_in_children`] (call before closing `fd`, so that a reused number is kept).
+pub fn keep_in_children(fd: RawFd) {
+    CLOSE_IN_CHILD.with(|c| c.borrow_mut().retain(|&f| f != fd));
+}
+
+fn close_inherited() {
+    let fds = CLOSE_IN_CHILD.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    for fd in fds {
+        // SAFETY: the fd was the parent's and is ours to close in the child; nothing in the child
+        // owns it (the structures that did are the parent's, abandoned without closing it twice:
+        // they are dropped in the child only by `runtime::reset_in_child`, which never closes
+        // these).
+        unsafe { libc::close(fd) };
     }
 }
 

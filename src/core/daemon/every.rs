@@ -48,6 +48,11 @@ impl Every {
         }
     }
 
+    /// The same timer counting from `start` (when the daemon's loop starts).
+    pub fn restarted(&self, start: Instant) -> Every {
+        Every::new(start, self.interval, self.missed)
+    }
+
     /// When tick `n` is due.
     fn at(&self, n: u64) -> Instant {
         let nanos = self.interval.as_nanos().saturating_mul(n as u128);

@@ -1,6 +1,15 @@
-//! The daemon's pure parts: when things are due. [`every`] keeps drift-free interval timers,
-//! [`cron`] turns crontab lines into the next times they fire, in a time zone. Running what is due
-//! (lanes, jobs, signals, status) builds on these and on the runtime's loop.
+//! The daemon's parts that need no PHP: [`every`] keeps drift-free interval timers, [`cron`] turns
+//! crontab lines into the next times they fire; [`plan`] decides what runs when (jobs, serial
+//! lanes, parallel runs, the overlap rule, stopping, reloads); [`status`] is the table status
+//! queries and metrics are made from, [`control`] the status socket that answers them; [`link`]
+//! is the supervisor's line to its dispatcher, [`backoff`] its restart policy, [`pidfile`] the pid
+//! file and its lock.
 
+pub mod backoff;
+pub mod control;
 pub mod cron;
 pub mod every;
+pub mod link;
+pub mod pidfile;
+pub mod plan;
+pub mod status;

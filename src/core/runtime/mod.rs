@@ -30,9 +30,11 @@ use crate::core::spawn::Spawned;
 use crate::core::sys;
 
 mod children;
+mod sources;
 
 use children::{from_token, Entry, Role, NO_PIDFD_TICK};
 pub use children::{ChildId, Children, JobState, PoolId};
+pub use sources::SourceId;
 
 pub struct Runtime {
     /// The fork generation this runtime belongs to (see `sys::fork_generation`).
@@ -42,6 +44,7 @@ pub struct Runtime {
     pools: Vec<Option<Pool>>,
     events: Vec<Event>,
     exited: Vec<ChildId>,
+    sources: sources::Sources,
 }
 
 thread_local! {
@@ -102,6 +105,7 @@ impl Runtime {
             pools: Vec::new(),
             events: Vec::with_capacity(256),
             exited: Vec::new(),
+            sources: Default::default(),
         })
     }
 
@@ -218,6 +222,23 @@ impl Runtime {
             e => Error::sys("kill", e),
         })?;
         Ok(true)
+    }
+
+    /// Ends a running job now: SIGTERM to its group at the next turn, SIGKILL `grace` later (the
+    /// daemon's stop timeout has passed). Its report says it ran out of time.
+    pub fn expire_job(&mut self, id: ChildId, grace: std::time::Duration) {
+        let Some(entry) = self.children.entry_mut(id) else {
+            return;
+        };
+        if entry.exited || !matches!(entry.role, Role::Job { report: None, .. }) {
+            return;
+        }
+        let limits = Deadline {
+            timeout: entry.child.started.elapsed(),
+            grace,
+        };
+        entry.child.escalation = Some(Escalation::start(limits, entry.child.started));
+        self.children.schedule(id);
     }
 
     // --- pools --------------------------------------------------------------------------------
@@ -342,6 +363,9 @@ impl Runtime {
     }
 
     fn handle(&mut self, ev: Event) {
+        if self.source_event(ev) {
+            return;
+        }
         let (id, is_pidfd) = from_token(ev.token);
         let Some(entry) = self.children.entry_mut(id) else {
             return;

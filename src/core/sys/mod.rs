@@ -4,7 +4,9 @@
 mod io;
 mod limits;
 mod process;
+mod signals;
 
 pub use io::*;
 pub use limits::*;
 pub use process::*;
+pub use signals::*;
