@@ -64,6 +64,7 @@ pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
     let module = php::fork::register(module);
     let module = php::timeout::register(module);
     let module = php::pool::register(module);
+    let module = php::daemon::register(module);
     module
         .error_observer(|| php::blackbox::Observer)
         .request_shutdown_function(request_shutdown)

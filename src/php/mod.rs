@@ -4,6 +4,7 @@
 pub mod args;
 pub mod blackbox;
 pub mod child;
+pub mod daemon;
 pub mod exceptions;
 pub mod fork;
 pub mod hooks;

@@ -376,3 +376,29 @@ pub fn with_exception_aside<R>(f: impl FnOnce() -> R) -> R {
     }
     r
 }
+
+/// Sets the process title (`ps`, `top`) where PHP can (the CLI); elsewhere does nothing.
+pub fn set_process_title(title: &str) {
+    if let Ok(f) = ext_php_rs::types::ZendCallable::try_from_name("cli_set_process_title") {
+        let _ = f.try_call(vec![&title.to_string()]);
+    }
+}
+
+/// Whether `object` has a method `name` (callable or magic `__call`), as `method_exists()` says.
+pub fn has_method(object: &Zval, name: &str) -> bool {
+    let Ok(f) = ext_php_rs::types::ZendCallable::try_from_name("method_exists") else {
+        return false;
+    };
+    f.try_call(vec![object, &name.to_string()])
+        .ok()
+        .and_then(|r| r.bool())
+        .unwrap_or(false)
+}
+
+/// A JSON text (made by Forklift) as PHP arrays.
+pub fn json_decode(json: &str) -> ext_php_rs::prelude::PhpResult<Zval> {
+    let f = ext_php_rs::types::ZendCallable::try_from_name("json_decode")
+        .map_err(|_| ext_php_rs::exception::PhpException::from("json_decode() is missing"))?;
+    f.try_call(vec![&json.to_string(), &true])
+        .map_err(|_| ext_php_rs::exception::PhpException::from("json_decode() failed"))
+}

@@ -11,8 +11,9 @@ use crate::core::error::{Error, Result};
 use crate::core::reactor::Event;
 use crate::core::sys;
 
-/// Children tokens never use this slot index (4 billion slots): it marks a source's token.
-pub(super) const SOURCE_INDEX: u32 = u32::MAX;
+/// Children tokens never use this slot index (2 billion slots; a token keeps 31 bits of the
+/// index): it marks a source's token.
+pub(super) const SOURCE_INDEX: u32 = u32::MAX >> 1;
 /// The source number of the signalfd.
 const SIGNALS: u32 = u32::MAX;
 

@@ -200,3 +200,17 @@ pub fn restore_signals(old: &libc::sigset_t) {
         libc::sigprocmask(libc::SIG_SETMASK, old, std::ptr::null_mut());
     }
 }
+
+/// Writes all of `bytes` to a file descriptor (a log line to stderr), retrying on EINTR.
+pub fn write_all_fd(fd: RawFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    // SAFETY: the fd is borrowed for the call only.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

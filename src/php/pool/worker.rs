@@ -17,10 +17,7 @@ use crate::php::{blackbox, hooks, values, zend};
 const TITLE_EVERY: Duration = Duration::from_millis(10);
 
 fn set_title(setup: &Setup, number: usize, what: &str) {
-    if let Ok(f) = ZendCallable::try_from_name("cli_set_process_title") {
-        let title = format!("forklift: {} #{number} {what}", setup.name);
-        let _ = f.try_call(vec![&title]);
-    }
+    zend::set_process_title(&format!("forklift: {} #{number} {what}", setup.name));
 }
 
 /// A worker's life: start hook, `Ready`, then one task after another until `Stop`.

@@ -1,0 +1,188 @@
+//! What `bin/forklift`'s commands ask of a running daemon, found by its pid file: its status and
+//! metrics (through the status socket beside the pid file), and signals to its supervisor with a
+//! wait until every process of the daemon has exited (pidfds, not polling `kill -0`).
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ext_php_rs::prelude::*;
+use nix::unistd::Pid;
+
+use crate::core::daemon::{control, pidfile};
+use crate::core::sys;
+use crate::php::args;
+use crate::php::exceptions::{forklift_ce, from_core, invalid};
+
+/// Where a daemon's pid file is when the application names none: `$FORKLIFT_RUN_DIR`, else
+/// `/run/forklift` for root, else `$XDG_RUNTIME_DIR/forklift`, else `/tmp/forklift-UID`. The
+/// directory is made (owner only) if missing.
+pub fn default_pid_file(name: &str) -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let dir = match std::env::var_os("FORKLIFT_RUN_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ if uid == 0 => PathBuf::from("/run/forklift"),
+        _ => match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(d) if !d.is_empty() => PathBuf::from(d).join("forklift"),
+            _ => PathBuf::from(format!("/tmp/forklift-{uid}")),
+        },
+    };
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+    }
+    dir.join(format!("{name}.pid"))
+}
+
+fn not_running(pid_file: &str) -> PhpException {
+    PhpException::new(
+        format!(
+            "no daemon runs with pid file {pid_file} (no live process holds it); start one with \
+             bin/forklift run APP.php, or pass the daemon's --pid-file"
+        ),
+        3,
+        forklift_ce(),
+    )
+}
+
+pub fn query(pid_file: &str, what: &str, timeout: f64) -> PhpResult<String> {
+    let timeout = args::positive_seconds(timeout, "Forklift\\Daemon::query(): $timeout")?;
+    let path = Path::new(pid_file);
+    if pidfile::holder(path).map_err(from_core)?.is_none() {
+        return Err(not_running(pid_file));
+    }
+    let socket = control::socket_path(path);
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    loop {
+        match control::query(&socket, what, Duration::from_secs_f64(timeout)) {
+            Ok(body) if body.starts_with("error: ") => {
+                return Err(invalid(body.trim_end().to_string()))
+            }
+            Ok(body) => return Ok(body),
+            // A reload: the new dispatcher binds the socket in a moment.
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(PhpException::new(
+                    format!(
+                        "the daemon of {pid_file} holds its pid file but its status socket {} \
+                         does not answer: {e}; it may be starting, stopping or stuck (see its \
+                         log)",
+                        socket.display()
+                    ),
+                    4,
+                    forklift_ce(),
+                ))
+            }
+        }
+    }
+}
+
+/// `pid` and every process below it, from /proc (parents first).
+pub fn tree_of(pid: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            // The command may hold spaces and parentheses: the fields start after the last ')'.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+                children.entry(ppid).or_default().push(p);
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(c) = children.get(&out[i]) {
+            out.extend(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Waits until every pidfd says its process has exited, or `deadline`; true if all did.
+fn wait_all(fds: &[OwnedFd], deadline: Instant) -> bool {
+    let mut live: Vec<&OwnedFd> = fds.iter().collect();
+    while !live.is_empty() {
+        let polled: Vec<(i32, i16)> = live.iter().map(|f| (f.as_raw_fd(), libc::POLLIN)).collect();
+        let mut revents = Vec::new();
+        if sys::poll_io(&polled, Some(deadline), &mut revents).is_err() {
+            return false;
+        }
+        let before = live.len();
+        live = live
+            .into_iter()
+            .zip(revents.iter().chain(std::iter::repeat(&0)))
+            .filter(|(_, r)| **r == 0)
+            .map(|(f, _)| f)
+            .collect();
+        if live.len() == before && Instant::now() >= deadline {
+            return false;
+        }
+    }
+    true
+}
+
+pub fn signal_running(pid_file: &str, signal: i64, wait: bool, timeout: f64) -> PhpResult<bool> {
+    const M: &str = "Forklift\\Daemon::signalRunning()";
+    let signo = args::signal(signal, M)?;
+    let timeout = args::seconds(timeout, &format!("{M}: $timeout"))?;
+    let Some(pid) = pidfile::holder(Path::new(pid_file)).map_err(from_core)? else {
+        return Err(not_running(pid_file));
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    if signo == libc::SIGHUP {
+        // A reload is done when the dispatcher that ran has exited and a new one answers.
+        let before = dispatcher_pid(pid_file);
+        sys::send_signal(Pid::from_raw(pid), signo).map_err(|e| invalid(format!("kill {pid}: {e}")))?;
+        if !wait {
+            return Ok(true);
+        }
+        let Some(old) = before else { return Ok(true) };
+        if let Ok(Some(fd)) = sys::pidfd_open(Pid::from_raw(old)) {
+            if !wait_all(&[fd], deadline) {
+                return Ok(false);
+            }
+        }
+        while Instant::now() < deadline {
+            match dispatcher_pid(pid_file) {
+                Some(new) if new != old => return Ok(true),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        return Ok(false);
+    }
+    let tree = tree_of(pid);
+    let fds: Vec<OwnedFd> = tree
+        .iter()
+        .filter_map(|p| sys::pidfd_open(Pid::from_raw(*p)).ok().flatten())
+        .collect();
+    sys::send_signal(Pid::from_raw(pid), signo)
+        .map_err(|e| invalid(format!("kill -{signo} {pid}: {e}")))?;
+    if !wait {
+        return Ok(true);
+    }
+    Ok(wait_all(&fds, deadline))
+}
+
+fn dispatcher_pid(pid_file: &str) -> Option<i32> {
+    let socket = control::socket_path(Path::new(pid_file));
+    let body = control::query(&socket, "status", Duration::from_secs(2)).ok()?;
+    let st: crate::core::daemon::status::Status = serde_json::from_str(&body).ok()?;
+    (st.state == "running").then_some(st.dispatcher)
+}

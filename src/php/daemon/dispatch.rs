@@ -1,0 +1,798 @@
+//! The dispatcher's loop. Each round: signals and socket requests that came in, runs that ended
+//! (their JobResult, `onJobEnd`), timers and cron lines that are due (inline callbacks, runs
+//! queued), runs that can start (forked, `onJobStart`), the stop; then one turn of the process's
+//! runtime until the next thing is due. Application callbacks run here, between turns, with no
+//! borrow of Forklift's state held; never inside a signal handler.
+//!
+//! Under `bin/forklift run` the supervisor's link is a source of the same loop (hello, go, reload
+//! handover); alone, `run()` takes the pid file itself.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendCallable, Zval};
+use ext_php_rs::zend::ExecutorGlobals;
+
+use super::log::{self, Level};
+use super::{Daemon, JobRun, State};
+use crate::core::daemon::control::{self, Control};
+use crate::core::daemon::link::{Down, Handed, Link, Up};
+use crate::core::daemon::pidfile::PidFile;
+use crate::core::daemon::plan::{Clock, Fired, Handover, Placement, RunId, Trigger};
+use crate::core::daemon::status::{unix, PoolStatus, Status};
+use crate::core::reactor::READABLE;
+use crate::core::runtime::{self, JobState, SourceId};
+use crate::core::spawn::{self, fork_child, Forked};
+use crate::core::sys;
+use crate::php::exceptions::{from_core, invalid};
+use crate::php::fork::max_frame;
+use crate::php::result::JobResult;
+use crate::php::{child, hooks, signals, zend};
+
+/// Signals the daemon always owns while it runs.
+const OWN: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1];
+
+/// Grace between SIGTERM and SIGKILL for runs still going at the stop timeout.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// The link to the supervisor, set in a dispatcher child right after its fork.
+    pub(super) static LINK: RefCell<Option<Link>> = const { RefCell::new(None) };
+    /// How many dispatchers the supervisor started before this one.
+    static RESTARTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static SUPERVISOR: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+    static STARTED: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+    static STATE: RefCell<&'static str> = const { RefCell::new("running") };
+}
+
+fn logger(d: &Daemon) -> (Option<Zval>, String) {
+    let s = d.inner.borrow();
+    (s.logger.as_ref().map(Zval::shallow_clone), s.name.clone())
+}
+
+pub(super) fn say(d: &Daemon, level: Level, message: &str) {
+    let (logger, name) = logger(d);
+    log::log(logger.as_ref(), &name, "dispatcher", level, message);
+}
+
+/// `queue()` / `start()`: a run of a job asked for by application code.
+pub(super) fn ask(
+    d: &Daemon,
+    job: &str,
+    placement: Option<Placement>,
+    what: &str,
+) -> PhpResult<Option<i64>> {
+    let mut s = d.inner.borrow_mut();
+    let Some(id) = s.plan.job(job) else {
+        let names: Vec<String> = s.plan.jobs().map(|(_, def, _)| def.name.clone()).collect();
+        return Err(invalid(format!(
+            "{what}: no job named \"{job}\"; define it with $daemon->job('{job}', fn () => ...) \
+             (jobs now: {})",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    };
+    let now = Clock::now();
+    match s.plan.ask(id, placement, now.wall, Trigger::Asked) {
+        Ok(run) => Ok(Some(run.0 as i64)),
+        Err(reason) => {
+            drop(s);
+            say(d, Level::Notice, &format!("job {job} not started: {reason}"));
+            Ok(None)
+        }
+    }
+}
+
+/// The status table as JSON.
+pub(super) fn status_json(d: &Daemon) -> String {
+    let pools = pool_status(d);
+    let s = d.inner.borrow();
+    let mut st = Status {
+        name: s.name.clone(),
+        state: STATE.with(|x| x.borrow().to_string()),
+        supervisor: SUPERVISOR.with(|c| c.get()),
+        dispatcher: sys::current_pid(),
+        dispatcher_started: STARTED.with(|c| c.get()),
+        dispatcher_restarts: RESTARTS.with(|c| c.get()),
+        dispatcher_rss: crate::core::daemon::status::rss_of(sys::current_pid()),
+        pools,
+        ..Default::default()
+    };
+    let schedule_of = |name: &str| {
+        s.plan
+            .job(name)
+            .and_then(|id| s.jobs[id.0].schedule.clone())
+    };
+    st.fill_from(&s.plan, schedule_of);
+    for i in &s.inline {
+        st.jobs.push(crate::core::daemon::status::JobStatus {
+            name: i.name.clone(),
+            schedule: Some(format!("every {} s (in the dispatcher)", i.interval)),
+            ..Default::default()
+        });
+    }
+    serde_json::to_string(&st).unwrap_or_else(|_| "{}".into())
+}
+
+/// The pools' part of the status, from their `stats()`.
+fn pool_status(d: &Daemon) -> Vec<PoolStatus> {
+    let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
+    let mut out = Vec::new();
+    for p in pools {
+        let Some(obj) = p.object() else { continue };
+        let Ok(stats) = obj.try_call_method("stats", vec![]) else {
+            drop(ExecutorGlobals::take_exception());
+            continue;
+        };
+        let Some(h) = stats.array() else { continue };
+        let n = |k: &str| h.get(k).and_then(|v| v.long()).unwrap_or(0).max(0) as u64;
+        out.push(PoolStatus {
+            name: h
+                .get("name")
+                .and_then(|v| v.string())
+                .unwrap_or_else(|| "pool".into()),
+            workers: n("workers"),
+            busy: n("busy"),
+            queued: n("queued"),
+            worker_restarts: n("restarts"),
+            tasks_done: n("completed"),
+        });
+    }
+    out
+}
+
+/// Things the loop found, handled outside any borrow.
+#[derive(Default)]
+struct Round {
+    signals: Vec<i32>,
+    ready: Vec<(SourceId, crate::core::reactor::Event)>,
+}
+
+struct Loop {
+    control: Option<Control>,
+    link: Option<(Link, SourceId)>,
+    pid_file: Option<PidFile>,
+    stop_deadline: Option<Instant>,
+    expired: bool,
+    /// Runs ended in this dispatcher while a successor waits (a reload): reported upward.
+    handed_over: bool,
+    owned: Vec<i32>,
+}
+
+pub(super) fn run(d: &Daemon) -> PhpResult<i64> {
+    {
+        let s = d.inner.borrow();
+        if let Some(pid) = s.running_in {
+            return Err(invalid(format!(
+                "Forklift\\Daemon::run(): this daemon already runs (in process {pid}); call run() \
+                 once"
+            )));
+        }
+    }
+    let max_frame = max_frame()?;
+    let me = sys::current_pid();
+    STARTED.with(|c| c.set(unix(chrono::Utc::now())));
+    let mut lp = Loop {
+        control: None,
+        link: None,
+        pid_file: None,
+        stop_deadline: None,
+        expired: false,
+        handed_over: false,
+        owned: Vec::new(),
+    };
+    let link = LINK.with(|l| l.borrow_mut().take());
+    let mut handover: Option<Handover> = None;
+    let (name, pid_file_path, stop_timeout, restart) = {
+        let s = d.inner.borrow();
+        (s.name.clone(), s.pid_file.clone(), s.stop_timeout, s.restart)
+    };
+    match link {
+        Some(mut link) => {
+            link.send(&Up::Hello {
+                name: name.clone(),
+                pid_file: pid_file_path.display().to_string(),
+                stop_timeout,
+                restart,
+            });
+            match link.wait::<Down>(None) {
+                Some(Down::Go {
+                    handover: h,
+                    supervisor,
+                    restarts,
+                }) => {
+                    handover = h.as_ref().map(Handover::from);
+                    SUPERVISOR.with(|c| c.set(Some(supervisor)));
+                    RESTARTS.with(|c| c.set(restarts));
+                }
+                Some(Down::Refuse { message }) => {
+                    return Err(invalid(message));
+                }
+                _ => {
+                    // The supervisor is gone (or sent nonsense): nothing to run for.
+                    return Ok(1);
+                }
+            }
+            let fd = link.raw_fd();
+            spawn::close_in_children(fd);
+            let sid = runtime::with(|rt| rt.add_source(fd, READABLE)).map_err(from_core)?;
+            lp.link = Some((link, sid));
+        }
+        None => {
+            let pf = PidFile::acquire(&pid_file_path, me).map_err(from_core)?;
+            spawn::close_in_children(pf.fd());
+            lp.pid_file = Some(pf);
+        }
+    }
+    let result = serve(d, &mut lp, handover, max_frame);
+    // Whatever happened: give back the signals, the socket, the pid file.
+    runtime::with(|rt| {
+        if let Some(c) = lp.control.take() {
+            c.close(rt);
+        }
+        if let Some((link, sid)) = lp.link.take() {
+            rt.remove_source(sid, link.raw_fd());
+            spawn::keep_in_children(link.raw_fd());
+        }
+        rt.release_signals();
+        Ok(())
+    })
+    .map_err(from_core)?;
+    if let Some(pf) = lp.pid_file.take() {
+        spawn::keep_in_children(pf.fd());
+        pf.release();
+    }
+    d.inner.borrow_mut().running_in = None;
+    result
+}
+
+fn serve(
+    d: &Daemon,
+    lp: &mut Loop,
+    handover: Option<Handover>,
+    max_frame: usize,
+) -> PhpResult<i64> {
+    let name = d.inner.borrow().name.clone();
+    d.inner.borrow_mut().running_in = Some(sys::current_pid());
+    let mut own: Vec<i32> = OWN.to_vec();
+    for (s, _) in &d.inner.borrow().handlers {
+        if !own.contains(s) {
+            own.push(*s);
+        }
+    }
+    lp.owned = own.clone();
+    let socket = control::socket_path(&d.inner.borrow().pid_file);
+    runtime::with(|rt| {
+        rt.own_signals(&own)?;
+        lp.control = Some(Control::bind(&socket, rt)?);
+        Ok(())
+    })
+    .map_err(from_core)?;
+    d.inner
+        .borrow_mut()
+        .plan
+        .start(Clock::now(), handover.as_ref());
+    zend::set_process_title(&format!("forklift: {name} dispatcher"));
+    STATE.with(|s| *s.borrow_mut() = "running");
+    if let Some((link, _)) = &lp.link {
+        link.send(&Up::Ready);
+    }
+    say(
+        d,
+        Level::Info,
+        &format!(
+            "started (pid {}, status socket {})",
+            sys::current_pid(),
+            socket.display()
+        ),
+    );
+    loop {
+        let round = runtime::with(|rt| {
+            Ok(Round {
+                signals: rt.take_signals(),
+                ready: rt.take_ready(),
+            })
+        })
+        .map_err(from_core)?;
+        for signo in round.signals {
+            on_signal(d, lp, signo)?;
+        }
+        for (sid, _) in round.ready {
+            on_source(d, lp, sid)?;
+        }
+        if d.inner.borrow().stop_asked && !d.inner.borrow().plan.is_stopping() {
+            begin_stop(d, lp, "stop() was called");
+        }
+        collect_ended(d, lp)?;
+        fire_due(d)?;
+        start_runs(d, max_frame)?;
+        // Stopping: done when nothing runs; at the stop timeout, what runs is ended.
+        let stopping = d.inner.borrow().plan.is_stopping();
+        if stopping && d.inner.borrow().plan.is_idle() {
+            let how = if lp.handed_over { "handed over" } else { "stopped" };
+            say(d, Level::Info, &format!("{how}: every run has ended"));
+            return Ok(0);
+        }
+        let now = Instant::now();
+        if let Some(deadline) = lp.stop_deadline {
+            if now >= deadline && !lp.expired {
+                lp.expired = true;
+                let ids: Vec<_> = d.inner.borrow().children.values().copied().collect();
+                say(
+                    d,
+                    Level::Warning,
+                    &format!(
+                        "stop timeout passed: ending {} run(s) (SIGTERM, SIGKILL after {} s)",
+                        ids.len(),
+                        STOP_GRACE.as_secs()
+                    ),
+                );
+                runtime::with(|rt| {
+                    for id in ids {
+                        rt.expire_job(id, STOP_GRACE);
+                    }
+                    Ok(())
+                })
+                .map_err(from_core)?;
+            }
+        }
+        let wake = {
+            let s = d.inner.borrow();
+            let clients = runtime::with(|rt| {
+                Ok(lp.control.as_mut().and_then(|c| c.expire(now, rt)))
+            })
+            .map_err(from_core)?;
+            [
+                s.plan.next_wake(Clock::now()),
+                lp.stop_deadline.filter(|_| !lp.expired),
+                clients,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+        };
+        if d.inner.borrow().stop_asked && !d.inner.borrow().plan.is_stopping() {
+            continue;
+        }
+        let waited = runtime::with(|rt| {
+            if rt.has_ready() {
+                return Ok(true);
+            }
+            rt.turn_unless(wake, Some(&signals::interrupted))
+        })
+        .map_err(from_core)?;
+        if !waited {
+            if let Err(e) = signals::run_pending() {
+                // A pcntl handler threw or exit() was called: stop, and say why.
+                begin_stop(d, lp, "an exception left a signal handler");
+                if ExecutorGlobals::has_exception() {
+                    end_now(d);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Something went wrong in the loop itself: what runs is ended (their groups killed) before the
+/// exception leaves `run()`, so no run is left without its supervisor.
+fn end_now(d: &Daemon) {
+    let ids: Vec<_> = d.inner.borrow_mut().children.drain().map(|(_, c)| c).collect();
+    let _ = runtime::with(|rt| {
+        for id in &ids {
+            rt.expire_job(*id, Duration::ZERO);
+        }
+        while ids.iter().any(|id| rt.job_state(*id) == Some(JobState::Running)) {
+            rt.turn(Some(Instant::now() + Duration::from_millis(100)))?;
+        }
+        for id in &ids {
+            rt.take_report(*id);
+        }
+        Ok(())
+    });
+}
+
+fn begin_stop(d: &Daemon, lp: &mut Loop, why: &str) {
+    if d.inner.borrow().plan.is_stopping() {
+        return;
+    }
+    let (dropped, timeout) = {
+        let mut s = d.inner.borrow_mut();
+        s.stop_asked = true;
+        (s.plan.stop(), s.stop_timeout)
+    };
+    STATE.with(|s| *s.borrow_mut() = "stopping");
+    lp.stop_deadline = Some(Instant::now() + Duration::from_secs_f64(timeout));
+    let running = d.inner.borrow().children.len();
+    say(
+        d,
+        Level::Info,
+        &format!(
+            "stopping ({why}): no new runs; {running} running run(s) may finish within {timeout} s"
+        ),
+    );
+    for r in dropped {
+        let name = d.inner.borrow().plan.job_def(r.job).name.clone();
+        say(
+            d,
+            Level::Warning,
+            &format!("run of {name} (due {}) not started: the daemon is stopping", r.scheduled),
+        );
+    }
+    zend::set_process_title(&format!(
+        "forklift: {} dispatcher (stopping)",
+        d.inner.borrow().name
+    ));
+}
+
+fn on_signal(d: &Daemon, lp: &mut Loop, signo: i32) -> PhpResult<()> {
+    let handlers: Vec<Zval> = d
+        .inner
+        .borrow()
+        .handlers
+        .iter()
+        .filter(|(s, _)| *s == signo)
+        .map(|(_, f)| f.shallow_clone())
+        .collect();
+    for h in handlers {
+        call_app(d, &h, &[&(signo as i64)], &format!("the handler of signal {signo}"));
+    }
+    match signo {
+        libc::SIGTERM | libc::SIGINT => {
+            begin_stop(d, lp, &sys::signal_name(signo));
+        }
+        libc::SIGHUP if lp.link.is_none() => say(
+            d,
+            Level::Warning,
+            "SIGHUP: a reload needs the supervisor (run the daemon with bin/forklift run); ignored",
+        ),
+        libc::SIGUSR1 => {
+            let status = status_json(d);
+            say(d, Level::Info, &format!("status: {status}"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
+    if lp.control.as_ref().is_some_and(|c| c.owns(sid)) {
+        let requests = runtime::with(|rt| {
+            Ok(lp
+                .control
+                .as_mut()
+                .map(|c| c.ready(sid, rt))
+                .unwrap_or_default())
+        })
+        .map_err(from_core)?;
+        for (client, request) in requests {
+            let body = match request.as_str() {
+                "status" => status_json(d),
+                "metrics" => {
+                    let json = status_json(d);
+                    serde_json::from_str::<Status>(&json)
+                        .map(|s| s.metrics())
+                        .unwrap_or_default()
+                }
+                "ping" => "pong\n".into(),
+                other => format!("error: unknown request \"{other}\"; ask status, metrics or ping\n"),
+            };
+            runtime::with(|rt| {
+                if let Some(c) = lp.control.as_mut() {
+                    c.answer(client, body, rt);
+                }
+                Ok(())
+            })
+            .map_err(from_core)?;
+        }
+        return Ok(());
+    }
+    let Some((link, link_sid)) = lp.link.as_mut() else {
+        return Ok(());
+    };
+    if *link_sid != sid {
+        return Ok(());
+    }
+    let messages: Vec<Down> = link.receive();
+    let closed = link.is_closed();
+    for m in messages {
+        match m {
+            Down::HandOver => {
+                let h = d.inner.borrow_mut().plan.hand_over(Clock::now());
+                STATE.with(|s| *s.borrow_mut() = "reloading");
+                lp.handed_over = true;
+                // The successor answers status from now on.
+                runtime::with(|rt| {
+                    if let Some(c) = lp.control.take() {
+                        c.close(rt);
+                    }
+                    Ok(())
+                })
+                .map_err(from_core)?;
+                let running = h.running.len();
+                if let Some((link, _)) = &lp.link {
+                    link.send(&Up::Handed(Handed::from(&h)));
+                }
+                let timeout = d.inner.borrow().stop_timeout;
+                lp.stop_deadline = Some(Instant::now() + Duration::from_secs_f64(timeout));
+                say(
+                    d,
+                    Level::Info,
+                    &format!(
+                        "reload: handed over to the new dispatcher ({} queued run(s)); {running} \
+                         running run(s) finish here",
+                        h.queued.len()
+                    ),
+                );
+                zend::set_process_title(&format!(
+                    "forklift: {} dispatcher (old, finishing)",
+                    d.inner.borrow().name
+                ));
+            }
+            Down::EndedElsewhere { job } => d.inner.borrow_mut().plan.ended_elsewhere(&job),
+            Down::Go { .. } | Down::Refuse { .. } => {}
+        }
+    }
+    if closed {
+        // The supervisor is gone (its death signal ends us too); stop cleanly if we can.
+        if let Some((link, sid)) = lp.link.take() {
+            runtime::with(|rt| {
+                rt.remove_source(sid, link.raw_fd());
+                Ok(())
+            })
+            .map_err(from_core)?;
+            spawn::keep_in_children(link.raw_fd());
+        }
+        begin_stop(d, lp, "the supervisor is gone");
+    }
+    Ok(())
+}
+
+/// Calls an application callback; an exception it throws is logged (with where it came from)
+/// and cleared: a callback never takes the dispatcher down.
+fn call_app(d: &Daemon, f: &Zval, params: &[&dyn ext_php_rs::convert::IntoZvalDyn], what: &str) {
+    let Ok(callable) = ZendCallable::new(f) else {
+        return;
+    };
+    let r = callable.try_call(params.to_vec());
+    if r.is_err() || ExecutorGlobals::has_exception() {
+        let message = ExecutorGlobals::take_exception()
+            .map(|ex| {
+                let rec = crate::php::records::read_exception(&ex);
+                format!("{}: {} in {}:{}", rec.class, rec.message, rec.file, rec.line)
+            })
+            .unwrap_or_else(|| "it failed".into());
+        say(d, Level::Error, &format!("{what} threw {message}"));
+    }
+}
+
+fn fire_due(d: &Daemon) -> PhpResult<()> {
+    let fired = d.inner.borrow_mut().plan.fire(Clock::now());
+    for f in fired {
+        match f {
+            Fired::Inline { callback, missed } => {
+                let (f, name, interval) = {
+                    let s = d.inner.borrow();
+                    let i = &s.inline[callback];
+                    (i.callable.shallow_clone(), i.name.clone(), i.interval)
+                };
+                let _ = missed;
+                let started = Instant::now();
+                call_app(d, &f, &[], &format!("timer {name}"));
+                let took = started.elapsed().as_secs_f64();
+                if took > interval {
+                    say(
+                        d,
+                        Level::Warning,
+                        &format!(
+                            "timer {name}: its callback ran {took:.3} s, over its interval of \
+                             {interval} s (an overrun; the ticks it covered are skipped)"
+                        ),
+                    );
+                }
+            }
+            Fired::Missed { target, count } => {
+                let name = {
+                    let s = d.inner.borrow();
+                    match target {
+                        crate::core::daemon::plan::Target::Inline(n) => s.inline[n].name.clone(),
+                        crate::core::daemon::plan::Target::Job(j) => s.plan.job_def(j).name.clone(),
+                    }
+                };
+                say(
+                    d,
+                    Level::Warning,
+                    &format!("{name}: {count} scheduled time(s) passed without a run (the loop was late)"),
+                );
+            }
+            Fired::Skipped { job, reason } => {
+                let name = d.inner.borrow().plan.job_def(job).name.clone();
+                say(d, Level::Notice, &format!("job {name} not started: {reason}"));
+            }
+            Fired::Queued(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The JobRun the events get.
+fn job_run(s: &State, id: RunId, result: Option<JobResult>) -> Option<JobRun> {
+    let run = s.plan.run(id)?;
+    let def = s.plan.job_def(run.job);
+    Some(JobRun {
+        id: id.0,
+        name: def.name.clone(),
+        lane: match run.placement {
+            Placement::Lane(l) => Some(s.plan.lane_name(l).to_string()),
+            Placement::Parallel => None,
+        },
+        pid: run.pid.unwrap_or(0),
+        trigger: run.trigger.name().to_string(),
+        schedule: s.jobs[run.job.0].schedule.clone(),
+        scheduled_at: unix(run.scheduled),
+        started_at: run.started.map(|(w, _)| unix(w)).unwrap_or(0.0),
+        result,
+    })
+}
+
+fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
+    let startable = d.inner.borrow_mut().plan.startable();
+    for id in startable {
+        let (callable, deadline, soft, title, name) = {
+            let s = d.inner.borrow();
+            let Some(run) = s.plan.run(id) else { continue };
+            let spec = &s.jobs[run.job.0];
+            let def = s.plan.job_def(run.job);
+            let lane = match run.placement {
+                Placement::Lane(l) => s.plan.lane_name(l).to_string(),
+                Placement::Parallel => "parallel".to_string(),
+            };
+            let title = format!(
+                "forklift: {} {lane} - {} - {}",
+                s.name,
+                def.name,
+                spec.schedule.clone().unwrap_or_else(|| run.trigger.name().to_string())
+            );
+            (
+                spec.callable.shallow_clone(),
+                spec.deadline,
+                spec.soft_timeout,
+                title,
+                def.name.clone(),
+            )
+        };
+        if hooks::run_prepare().is_err() {
+            let why = ExecutorGlobals::take_exception()
+                .map(|ex| crate::php::records::read_exception(&ex).message)
+                .unwrap_or_default();
+            not_started(d, id, &name, format!("an on_fork() prepare hook threw: {why}"));
+            continue;
+        }
+        let backstop = deadline.map(|dl| dl.backstop());
+        match fork_child(backstop) {
+            Ok(Forked::Child(end)) => {
+                zend::set_process_title(&title);
+                child::run(end, &callable, &[], max_frame, soft)
+            }
+            Ok(Forked::Parent(spawned)) => {
+                let pid = spawned.pid.as_raw();
+                let cid = runtime::with(|rt| rt.adopt_job(spawned, max_frame, deadline))
+                    .map_err(from_core)?;
+                let event = {
+                    let mut s = d.inner.borrow_mut();
+                    s.children.insert(id, cid);
+                    s.plan.started(id, pid, Clock::now());
+                    job_run(&s, id, None)
+                };
+                if hooks::run_parent().is_err() {
+                    drop(ExecutorGlobals::take_exception());
+                    say(d, Level::Error, "an on_fork() parent hook threw; the run goes on");
+                }
+                emit(d, true, event);
+            }
+            Err(e) => {
+                not_started(d, id, &name, format!("{e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A run that could not start fails visibly: logged, counted, and its onJobEnd has no result.
+fn not_started(d: &Daemon, id: RunId, name: &str, why: String) {
+    say(d, Level::Error, &format!("job {name} could not start: {why}"));
+    d.inner
+        .borrow_mut()
+        .plan
+        .not_started(id, "not started", why, Clock::now());
+}
+
+fn emit(d: &Daemon, start: bool, run: Option<JobRun>) {
+    let Some(run) = run else { return };
+    let listeners: Vec<Zval> = {
+        let s = d.inner.borrow();
+        let l = if start { &s.on_start } else { &s.on_end };
+        l.iter().map(Zval::shallow_clone).collect()
+    };
+    if listeners.is_empty() {
+        return;
+    }
+    let what = if start { "onJobStart" } else { "onJobEnd" };
+    let mut z = Zval::new();
+    if ext_php_rs::convert::IntoZval::set_zval(run, &mut z, false).is_err() {
+        return;
+    }
+    for f in listeners {
+        call_app(d, &f, &[&z], what);
+    }
+}
+
+fn collect_ended(d: &Daemon, lp: &mut Loop) -> PhpResult<()> {
+    let running: Vec<(RunId, crate::core::runtime::ChildId)> = d
+        .inner
+        .borrow()
+        .children
+        .iter()
+        .map(|(r, c)| (*r, *c))
+        .collect();
+    for (run, cid) in running {
+        let report = runtime::with(|rt| {
+            Ok(match rt.job_state(cid) {
+                Some(JobState::Finished) | None => rt.take_report(cid),
+                Some(JobState::Running) => continue_running(),
+            })
+        })
+        .map_err(from_core)?;
+        let Some(report) = report else {
+            if runtime::with(|rt| Ok(rt.job_state(cid))).map_err(from_core)?.is_none() {
+                d.inner.borrow_mut().children.remove(&run);
+            }
+            continue;
+        };
+        let result = JobResult::from_report(report);
+        let outcome = result.outcome().to_string();
+        let ok = result.ok();
+        let duration = result.duration();
+        let cause = result.cause();
+        let (event, name) = {
+            let mut s = d.inner.borrow_mut();
+            s.children.remove(&run);
+            let event = job_run(&s, run, Some(result.share()));
+            let ended = s
+                .plan
+                .ended(run, &outcome, ok, duration, cause.clone(), Clock::now());
+            let name = ended
+                .map(|r| s.plan.job_def(r.job).name.clone())
+                .unwrap_or_default();
+            (event, name)
+        };
+        let pid = event.as_ref().map(|e| e.pid).unwrap_or(0);
+        match &cause {
+            None => say(
+                d,
+                Level::Info,
+                &format!("job {name} (pid {pid}) ended: {outcome} in {duration:.3} s"),
+            ),
+            Some(c) => say(
+                d,
+                Level::Warning,
+                &format!("job {name} (pid {pid}) ended: {outcome} in {duration:.3} s: {c}"),
+            ),
+        }
+        if lp.handed_over {
+            if let Some((link, _)) = &lp.link {
+                link.send(&Up::Ended { job: name.clone() });
+            }
+        }
+        emit(d, false, event);
+    }
+    Ok(())
+}
+
+fn continue_running() -> Option<crate::core::outcome::Report> {
+    None
+}

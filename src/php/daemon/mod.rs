@@ -1,0 +1,565 @@
+// The methods' parameters are PHP's named arguments (`softTimeout:`), so they are camelCase.
+#![allow(non_snake_case)]
+
+//! `Forklift\Daemon`: what a daemon runs (jobs, lanes, cron lines, interval timers, signal
+//! handlers, job events) and its loop. The decisions are `core::daemon::plan`'s; here the class
+//! and its checks, [`dispatch`] (the dispatcher's loop: forking runs, calling the application's
+//! callbacks between turns), [`supervise`] (the supervisor: `bin/forklift run`), [`cli`] (what
+//! the other CLI commands ask a running daemon) and [`run`] (`Forklift\JobRun`, a run as the job
+//! events see it).
+
+mod cli;
+mod dispatch;
+mod log;
+mod run;
+mod supervise;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ext_php_rs::flags::ClassFlags;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendClassObject, Zval};
+
+use crate::core::daemon::cron::Schedule;
+use crate::core::daemon::every::Missed;
+use crate::core::daemon::link::Restart;
+use crate::core::daemon::plan::{JobDef, JobId, Placement, Plan, RunId, Target};
+use crate::core::deadline::Deadline;
+use crate::core::runtime::ChildId;
+use crate::php::exceptions::{from_core, invalid};
+use crate::php::limits::Limits;
+use crate::php::{args, zend};
+pub use run::JobRun;
+
+/// Adds the daemon's classes to the extension.
+pub fn register(module: ModuleBuilder) -> ModuleBuilder {
+    module.class::<Daemon>().class::<JobRun>()
+}
+
+/// A job as the application defined it.
+pub(crate) struct JobSpec {
+    pub(crate) callable: Zval,
+    pub(crate) deadline: Option<Deadline>,
+    pub(crate) soft_timeout: Option<f64>,
+    /// "*/5 * * * *", "every 1.5 s", or none (run when asked).
+    pub(crate) schedule: Option<String>,
+}
+
+/// An interval timer whose callback runs in the dispatcher itself.
+pub(crate) struct Inline {
+    pub(crate) name: String,
+    pub(crate) callable: Zval,
+    pub(crate) interval: f64,
+}
+
+pub(crate) struct State {
+    pub(crate) name: String,
+    pub(crate) pid_file: PathBuf,
+    pub(crate) stop_timeout: f64,
+    pub(crate) restart: Restart,
+    pub(crate) logger: Option<Zval>,
+    pub(crate) plan: Plan,
+    /// By `JobId`.
+    pub(crate) jobs: Vec<JobSpec>,
+    /// By `Target::Inline` number.
+    pub(crate) inline: Vec<Inline>,
+    pub(crate) on_start: Vec<Zval>,
+    pub(crate) on_end: Vec<Zval>,
+    pub(crate) handlers: Vec<(i32, Zval)>,
+    pub(crate) pools: Vec<Zval>,
+    /// Runs forked and not ended: their child in the runtime.
+    pub(crate) children: HashMap<RunId, ChildId>,
+    /// The process whose loop this is, while `run()` runs.
+    pub(crate) running_in: Option<i32>,
+    /// `stop()` was called (from a callback) or TERM came.
+    pub(crate) stop_asked: bool,
+}
+
+#[php_class]
+#[php(name = "Forklift\\Daemon")]
+#[php(flags = ClassFlags::Final)]
+pub struct Daemon {
+    pub(crate) inner: Rc<RefCell<State>>,
+}
+
+const W: &str = "Forklift\\Daemon";
+
+/// The lane a job goes to when none is named.
+pub const DEFAULT_LANE: &str = "default";
+
+fn missed_policy(v: &str, what: &str) -> PhpResult<Missed> {
+    match v {
+        "skip" => Ok(Missed::Skip),
+        "run-once" | "run_once" | "once" => Ok(Missed::RunOnce),
+        other => Err(invalid(format!(
+            "{what}: $missed must be \"skip\" (the default: times that passed while the loop was \
+             late are dropped) or \"run-once\" (one run makes up for them), \"{other}\" given"
+        ))),
+    }
+}
+
+impl Daemon {
+    fn state(&self) -> std::cell::RefMut<'_, State> {
+        self.inner.borrow_mut()
+    }
+
+    /// Checks that the daemon's definition can still change (not while its loop runs).
+    fn defining(&self, what: &str) -> PhpResult<()> {
+        let s = self.inner.borrow();
+        if s.running_in.is_some() {
+            return Err(invalid(format!(
+                "{W}::{what}() while the daemon runs: define jobs, lanes, timers and handlers \
+                 before run()"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Where a job goes: `parallel: true`, or a declared lane.
+    fn placement(&self, lane: Option<String>, parallel: bool, what: &str) -> PhpResult<Placement> {
+        if parallel {
+            if lane.is_some() {
+                return Err(invalid(format!(
+                    "{what}: pass either lane: (one run at a time in that lane) or parallel: true \
+                     (each run in its own child at once), not both"
+                )));
+            }
+            return Ok(Placement::Parallel);
+        }
+        let s = self.inner.borrow();
+        let lane = lane.unwrap_or_else(|| DEFAULT_LANE.to_string());
+        s.plan
+            .lane_or_error(&lane)
+            .map(Placement::Lane)
+            .map_err(|e| invalid(format!("{what}: {e}")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn define_job(
+        &self,
+        name: String,
+        callable: &Zval,
+        placement: Placement,
+        overlap: bool,
+        timeout: Option<f64>,
+        grace: Option<f64>,
+        soft: Option<f64>,
+        schedule: Option<String>,
+        what: &str,
+    ) -> PhpResult<JobId> {
+        args::callable(callable, &format!("{what}: $fn"))?;
+        let limits = Limits::new(timeout, grace, soft, what)?;
+        let mut s = self.state();
+        let id = s
+            .plan
+            .add_job(JobDef {
+                name,
+                placement,
+                overlap,
+            })
+            .map_err(|e| invalid(format!("{what}: {e}")))?;
+        s.jobs.push(JobSpec {
+            callable: callable.shallow_clone(),
+            deadline: limits.deadline,
+            soft_timeout: limits.soft_timeout,
+            schedule,
+        });
+        Ok(id)
+    }
+}
+
+#[php_impl]
+#[allow(clippy::too_many_arguments)]
+impl Daemon {
+    /// A daemon named `$name` (process titles, logs, metrics; and its pid file's default name).
+    #[php(defaults(stopTimeout = 30.0, restartBurst = 5, restartWindow = 60.0, restartDelay = 0.5, restartDelayMax = 30.0))]
+    pub fn __construct(
+        name: String,
+        pidFile: Option<String>,
+        stopTimeout: f64,
+        logger: Option<&Zval>,
+        restartBurst: i64,
+        restartWindow: f64,
+        restartDelay: f64,
+        restartDelayMax: f64,
+    ) -> PhpResult<Self> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || name.starts_with('.')
+        {
+            return Err(invalid(format!(
+                "{W}: $name \"{}\" must be 1 to 64 letters, digits, '-', '_' or '.' (not first): it \
+                 names the pid file, the process titles and the metrics",
+                name.escape_debug()
+            )));
+        }
+        let pid_file = match pidFile {
+            Some(p) if p.is_empty() => {
+                return Err(invalid(format!(
+                    "{W}: $pidFile is empty; pass a path such as /run/forklift/{name}.pid, or \
+                     leave it out for the default"
+                )))
+            }
+            Some(p) => PathBuf::from(p),
+            None => cli::default_pid_file(&name),
+        };
+        let stop_timeout = args::seconds(stopTimeout, &format!("{W}: $stopTimeout"))?;
+        let logger = match logger {
+            Some(l) if !l.is_null() => {
+                let ok = l.object().is_some() && zend::has_method(l, "log");
+                if !ok {
+                    return Err(invalid(format!(
+                        "{W}: $logger must be a PSR-3 logger (an object with log($level, $message, \
+                         $context), e.g. Monolog\\Logger), {} given",
+                        args::describe(l)
+                    )));
+                }
+                Some(l.shallow_clone())
+            }
+            _ => None,
+        };
+        let restart = Restart {
+            burst: u32::try_from(restartBurst).unwrap_or(0),
+            window: restartWindow,
+            delay: restartDelay,
+            delay_max: restartDelayMax,
+        };
+        for (v, n) in [
+            (restartWindow, "restartWindow"),
+            (restartDelay, "restartDelay"),
+            (restartDelayMax, "restartDelayMax"),
+        ] {
+            args::seconds(v, &format!("{W}: ${n}"))?;
+        }
+        restart.policy().validate().map_err(from_core)?;
+        let mut plan = Plan::new();
+        plan.add_lane(DEFAULT_LANE).map_err(from_core)?;
+        Ok(Daemon {
+            inner: Rc::new(RefCell::new(State {
+                name,
+                pid_file,
+                stop_timeout,
+                restart,
+                logger,
+                plan,
+                jobs: Vec::new(),
+                inline: Vec::new(),
+                on_start: Vec::new(),
+                on_end: Vec::new(),
+                handlers: Vec::new(),
+                pools: Vec::new(),
+                children: HashMap::new(),
+                running_in: None,
+                stop_asked: false,
+            })),
+        })
+    }
+
+    /// The daemon's name.
+    pub fn name(&self) -> String {
+        self.inner.borrow().name.clone()
+    }
+
+    /// The pid file (given, or the default for the name).
+    pub fn pid_file(&self) -> String {
+        self.inner.borrow().pid_file.display().to_string()
+    }
+
+    /// Declares a serial lane: its jobs run one at a time, first in first out. "default" exists.
+    pub fn lane<'a>(self_: &'a mut ZendClassObject<Daemon>, name: String) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        self_.defining("lane")?;
+        self_
+            .state()
+            .plan
+            .add_lane(&name)
+            .map_err(|e| invalid(format!("{W}::lane(): {e}")))?;
+        Ok(self_)
+    }
+
+    /// A named job, run when asked (`queue()`, `start()`), in a lane or in parallel.
+    #[php(defaults(parallel = false, overlap = false))]
+    pub fn job<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        name: String,
+        r#fn: &Zval,
+        lane: Option<String>,
+        parallel: bool,
+        timeout: Option<f64>,
+        grace: Option<f64>,
+        softTimeout: Option<f64>,
+        overlap: bool,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        const M: &str = "Forklift\\Daemon::job()";
+        self_.defining("job")?;
+        let placement = self_.placement(lane, parallel, M)?;
+        self_.define_job(name, r#fn, placement, overlap, timeout, grace, softTimeout, None, M)?;
+        Ok(self_)
+    }
+
+    /// A job run on a crontab schedule (five fields, or @hourly and friends).
+    #[php(defaults(parallel = false, missed = "\"skip\"", overlap = false))]
+    pub fn cron<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        expr: String,
+        name: String,
+        r#fn: &Zval,
+        lane: Option<String>,
+        parallel: bool,
+        timezone: Option<String>,
+        missed: String,
+        timeout: Option<f64>,
+        grace: Option<f64>,
+        softTimeout: Option<f64>,
+        overlap: bool,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        const M: &str = "Forklift\\Daemon::cron()";
+        self_.defining("cron")?;
+        let schedule = Schedule::parse(&expr, timezone.as_deref())
+            .map_err(|e| invalid(format!("{M}: {e}")))?;
+        let policy = missed_policy(&missed, M)?;
+        let placement = self_.placement(lane, parallel, M)?;
+        let text = schedule.expr().to_string();
+        let job = self_.define_job(
+            name,
+            r#fn,
+            placement,
+            overlap,
+            timeout,
+            grace,
+            softTimeout,
+            Some(text),
+            M,
+        )?;
+        self_.state().plan.add_cron(schedule, policy, job);
+        Ok(self_)
+    }
+
+    /// An interval timer, drift-free: tick n is due at start + n × $seconds. Its callback runs
+    /// in the dispatcher; with `fork: true` each tick is a run of a job (in `lane:`, or parallel).
+    #[php(defaults(missed = "\"skip\"", fork = false))]
+    pub fn every<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        seconds: f64,
+        r#fn: &Zval,
+        name: Option<String>,
+        missed: String,
+        fork: bool,
+        lane: Option<String>,
+        timeout: Option<f64>,
+        grace: Option<f64>,
+        softTimeout: Option<f64>,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        const M: &str = "Forklift\\Daemon::every()";
+        self_.defining("every")?;
+        if !(seconds.is_finite() && (0.001..=1e9).contains(&seconds)) {
+            return Err(invalid(format!(
+                "{M}: $seconds must be a number of seconds from 0.001 to 1e9 (e.g. 1.5), {seconds} \
+                 given"
+            )));
+        }
+        args::callable(r#fn, &format!("{M}: $fn"))?;
+        let policy = missed_policy(&missed, M)?;
+        let interval = Duration::from_secs_f64(seconds);
+        let n = self_.inner.borrow().inline.len() + self_.inner.borrow().jobs.len();
+        let name = name.unwrap_or_else(|| format!("every {seconds} s #{}", n + 1));
+        let schedule = format!("every {seconds} s");
+        if !fork {
+            if lane.is_some() || timeout.is_some() || grace.is_some() || softTimeout.is_some() {
+                return Err(invalid(format!(
+                    "{M}: lane:, timeout:, grace: and softTimeout: apply to forked runs; add \
+                     fork: true (the callback then runs in a supervised child) or drop them"
+                )));
+            }
+            let mut s = self_.state();
+            if s.plan.job(&name).is_some() || s.inline.iter().any(|i| i.name == name) {
+                return Err(invalid(format!(
+                    "{M}: a job named \"{name}\" already exists; give each job (cron, every, job) \
+                     its own name"
+                )));
+            }
+            let index = s.inline.len();
+            s.inline.push(Inline {
+                name,
+                callable: r#fn.shallow_clone(),
+                interval: seconds,
+            });
+            s.plan
+                .add_every(interval, policy, Target::Inline(index))
+                .map_err(from_core)?;
+            drop(s);
+            return Ok(self_);
+        }
+        let placement = match lane {
+            Some(l) => self_.placement(Some(l), false, M)?,
+            None => Placement::Parallel,
+        };
+        if self_.inner.borrow().inline.iter().any(|i| i.name == name) {
+            return Err(invalid(format!(
+                "{M}: a job named \"{name}\" already exists; give each job its own name"
+            )));
+        }
+        let job = self_.define_job(
+            name,
+            r#fn,
+            placement,
+            false,
+            timeout,
+            grace,
+            softTimeout,
+            Some(schedule),
+            M,
+        )?;
+        self_
+            .state()
+            .plan
+            .add_every(interval, policy, Target::Job(job))
+            .map_err(from_core)?;
+        Ok(self_)
+    }
+
+    /// Calls `$fn(Forklift\JobRun $run)` in the dispatcher each time a run starts.
+    pub fn on_job_start<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        r#fn: &Zval,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        args::callable(r#fn, "Forklift\\Daemon::onJobStart(): $fn")?;
+        self_.state().on_start.push(r#fn.shallow_clone());
+        Ok(self_)
+    }
+
+    /// Calls `$fn(Forklift\JobRun $run)` in the dispatcher each time a run ends; `$run->result()`
+    /// is its JobResult.
+    pub fn on_job_end<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        r#fn: &Zval,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        args::callable(r#fn, "Forklift\\Daemon::onJobEnd(): $fn")?;
+        self_.state().on_end.push(r#fn.shallow_clone());
+        Ok(self_)
+    }
+
+    /// Calls `$fn(int $signo)` from the loop when the daemon gets `$signal` (read from a
+    /// signalfd: none is lost, no PHP runs in a signal handler). TERM and INT still stop the
+    /// daemon after the handler; HUP and USR1 keep their meaning too.
+    pub fn on<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        signal: i64,
+        r#fn: &Zval,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        const M: &str = "Forklift\\Daemon::on()";
+        self_.defining("on")?;
+        let signo = args::signal(signal, M)?;
+        let reserved = [
+            (libc::SIGKILL, "SIGKILL cannot be caught"),
+            (libc::SIGSTOP, "SIGSTOP cannot be caught"),
+            (libc::SIGCHLD, "Forklift watches its children by pidfd; SIGCHLD is not delivered to handlers"),
+            (libc::SIGSEGV, "a handler cannot recover from it"),
+            (libc::SIGBUS, "a handler cannot recover from it"),
+            (libc::SIGFPE, "a handler cannot recover from it"),
+            (libc::SIGILL, "a handler cannot recover from it"),
+        ];
+        if let Some((_, why)) = reserved.iter().find(|(s, _)| *s == signo) {
+            return Err(invalid(format!("{M}: signal {signo}: {why}")));
+        }
+        if signo >= 64
+            || signo == crate::core::sys::death_signal()
+            || signo == crate::php::timeout::timer_signal()
+        {
+            return Err(invalid(format!(
+                "{M}: signal {signo} is Forklift's own (job deadlines and parent death) or out of \
+                 range; use one of SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGQUIT, SIGWINCH, ..."
+            )));
+        }
+        args::callable(r#fn, &format!("{M}: $fn"))?;
+        self_.state().handlers.push((signo, r#fn.shallow_clone()));
+        Ok(self_)
+    }
+
+    /// A pool owned by the daemon: its workers are stopped (queued tasks drained) when the daemon
+    /// stops, its state is shown in status and metrics.
+    pub fn pool<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        pool: &Zval,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        let ok = pool
+            .object()
+            .is_some_and(|o| o.get_class_name().ok().as_deref() == Some("Forklift\\Pool"));
+        if !ok {
+            return Err(invalid(format!(
+                "Forklift\\Daemon::pool(): $pool must be a Forklift\\Pool, {} given",
+                args::describe(pool)
+            )));
+        }
+        self_.state().pools.push(pool.shallow_clone());
+        Ok(self_)
+    }
+
+    /// Queues a run of job `$job` in its lane (or `$lane`); returns the run's id, or null when the
+    /// job's previous run is still queued or running (the overlap rule; logged and counted).
+    pub fn queue(&self, job: String, lane: Option<String>) -> PhpResult<Option<i64>> {
+        const M: &str = "Forklift\\Daemon::queue()";
+        let placement = match lane {
+            Some(l) => Some(self.placement(Some(l), false, M)?),
+            None => None,
+        };
+        dispatch::ask(self, &job, placement, M)
+    }
+
+    /// Starts a run of job `$job` in a child of its own at once (whatever its lane); returns the
+    /// run's id, or null when its previous run is still queued or running.
+    pub fn start(&self, job: String) -> PhpResult<Option<i64>> {
+        dispatch::ask(self, &job, Some(Placement::Parallel), "Forklift\\Daemon::start()")
+    }
+
+    /// Runs the daemon in this process until it is stopped (TERM, INT, `stop()`); returns the
+    /// exit code (0 after a clean stop). Under `bin/forklift run` this process is the dispatcher
+    /// and the supervisor holds the pid file; alone, it takes the pid file itself.
+    pub fn run(&self) -> PhpResult<i64> {
+        dispatch::run(self)
+    }
+
+    /// Stops the daemon as TERM does: no new runs; running ones finish (up to the stop timeout).
+    pub fn stop(&self) {
+        self.state().stop_asked = true;
+    }
+
+    /// The status table (what `bin/forklift status --json` prints).
+    pub fn status(&self) -> PhpResult<Zval> {
+        let json = dispatch::status_json(self);
+        zend::json_decode(&json)
+    }
+
+    // --- for bin/forklift ---------------------------------------------------------------------
+
+    /// The supervisor (`bin/forklift run`): forks dispatchers that call `$dispatcher()` (which
+    /// includes the application and runs its daemon), restarts them, reloads on HUP, holds the
+    /// pid file. Returns the exit code.
+    pub fn supervise(dispatcher: &Zval) -> PhpResult<i64> {
+        supervise::run(dispatcher)
+    }
+
+    /// Asks the daemon whose pid file is `$pidFile` for "status" (JSON) or "metrics" (text).
+    #[php(defaults(timeout = 5.0))]
+    pub fn query(pidFile: String, what: String, timeout: f64) -> PhpResult<String> {
+        cli::query(&pidFile, &what, timeout)
+    }
+
+    /// Sends `$signal` to the daemon's supervisor (the pid file's holder); with `$wait`, returns
+    /// only when every process of the daemon has exited, or false after `$timeout` seconds.
+    #[php(defaults(wait = true, timeout = 60.0))]
+    pub fn signal_running(pidFile: String, signal: i64, wait: bool, timeout: f64) -> PhpResult<bool> {
+        cli::signal_running(&pidFile, signal, wait, timeout)
+    }
+
+    /// The pid file a daemon named `$name` uses when none is given.
+    pub fn default_pid_file(name: String) -> String {
+        cli::default_pid_file(&name).display().to_string()
+    }
+}
