@@ -389,6 +389,201 @@ final class Blackbox
     public static function capture(mixed $fn): array {}
 }
 
+/**
+ * A daemon: what runs when (jobs, serial lanes, cron lines, interval timers), the application's
+ * signal handlers and job events, and its loop.
+ *
+ * Run it with `bin/forklift run APP.php`, where APP.php returns the daemon: the supervisor (which
+ * never loads the application) forks a dispatcher that includes APP.php once and runs the daemon;
+ * every job runs in a supervised child forked from the dispatcher, with everything
+ * {@see fork()} gives (blackbox, timeouts, {@see JobResult}). `run()` can also be called directly
+ * (no supervisor: no restarts, no reload).
+ *
+ * ```php
+ * $d = new Forklift\Daemon('shop', pidFile: '/run/forklift/shop.pid');
+ * $d->cron('*' . '/5 * * * *', 'catalog_index', fn () => index(), timeout: 600);
+ * $d->every(1.5, fn () => heartbeat());
+ * return $d;
+ * ```
+ *
+ * Signals while it runs (read from a signalfd: none is lost; no PHP runs in a signal handler):
+ * TERM/INT stop it (no new runs; running ones finish up to `$stopTimeout`, then SIGTERM, SIGKILL
+ * 5 s later), HUP reloads under the supervisor, USR1 logs the status. Forklift owns these (and the
+ * ones given to {@see Daemon::on()}) while `run()` runs; pcntl handlers for them are not called.
+ */
+final class Daemon
+{
+    /**
+     * @param string      $name            letters, digits, '-', '_', '.': process titles, logs, metrics, the default pid file
+     * @param string|null $pidFile         default: $FORKLIFT_RUN_DIR, /run/forklift (root), $XDG_RUNTIME_DIR/forklift or /tmp/forklift-UID, then NAME.pid;
+     *                                     the status socket is beside it (NAME.sock, mode 0600); neither is followed through a symlink
+     * @param float       $stopTimeout     seconds running jobs may take to finish after TERM
+     * @param object|null $logger          a PSR-3 logger (Monolog works); without one, timestamped lines on stderr
+     * @param int         $restartBurst    the supervisor gives up (exit 1) after this many dispatcher deaths within $restartWindow
+     * @param float       $restartWindow   seconds
+     * @param float       $restartDelay    first restart delay, doubled each death (with jitter), reset after 10 s of healthy running
+     * @param float       $restartDelayMax longest restart delay
+     * @throws InvalidArgumentException for a bad option
+     */
+    public function __construct(
+        string $name,
+        ?string $pidFile = null,
+        float $stopTimeout = 30.0,
+        mixed $logger = null,
+        int $restartBurst = 5,
+        float $restartWindow = 60.0,
+        float $restartDelay = 0.5,
+        float $restartDelayMax = 30.0,
+    ) {}
+
+    public function name(): string {}
+
+    /** The pid file: given, or the default for the name. */
+    public function pidFile(): string {}
+
+    /** Declares a serial lane: its runs go one at a time, first in first out. "default" exists. */
+    public function lane(string $name): Daemon {}
+
+    /**
+     * A named job, run when asked ({@see Daemon::queue()}, {@see Daemon::start()}).
+     *
+     * @param callable    $fn       called with no arguments in a forked child
+     * @param string|null $lane     a declared lane (default "default")
+     * @param bool        $parallel each run in a child of its own, at once (not with $lane)
+     * @param float|null  $timeout  per run, as fork()'s: SIGTERM to its group, SIGKILL after $grace
+     * @param bool        $overlap  allow a run while the previous one is queued or running (default: not started, recorded)
+     */
+    public function job(
+        string $name,
+        mixed $fn,
+        ?string $lane = null,
+        bool $parallel = false,
+        ?float $timeout = null,
+        ?float $grace = null,
+        ?float $softTimeout = null,
+        bool $overlap = false,
+    ): Daemon {}
+
+    /**
+     * A job run on a crontab schedule: five fields (minute hour day-of-month month day-of-week,
+     * with names, ranges, steps, `L`, `#`, `W`; day-of-month and day-of-week ORed as Vixie cron),
+     * or @hourly, @daily, @weekly, @monthly, @yearly. Read in `$timezone` (default: the system's);
+     * across DST a time that does not exist fires at the change, one that exists twice fires once.
+     *
+     * @param string $missed "skip" (default: a time that passed more than 60 s ago while the loop was late is not run) or "run-once"
+     */
+    public function cron(
+        string $expr,
+        string $name,
+        mixed $fn,
+        ?string $lane = null,
+        bool $parallel = false,
+        ?string $timezone = null,
+        string $missed = 'skip',
+        ?float $timeout = null,
+        ?float $grace = null,
+        ?float $softTimeout = null,
+        bool $overlap = false,
+    ): Daemon {}
+
+    /**
+     * An interval timer, drift-free: tick n is due at start + n × $seconds whatever the callback
+     * costs. The callback runs in the dispatcher; a callback that runs past ticks is an overrun
+     * (logged, counted) and $missed says what happens to them ("skip" or "run-once"). With
+     * `fork: true` each tick is a run of a job named $name, parallel or in `$lane`, with limits.
+     */
+    public function every(
+        float $seconds,
+        mixed $fn,
+        ?string $name = null,
+        string $missed = 'skip',
+        bool $fork = false,
+        ?string $lane = null,
+        ?float $timeout = null,
+        ?float $grace = null,
+        ?float $softTimeout = null,
+    ): Daemon {}
+
+    /** Calls `$fn(JobRun $run)` in the dispatcher each time a run starts. */
+    public function onJobStart(mixed $fn): Daemon {}
+
+    /** Calls `$fn(JobRun $run)` in the dispatcher each time a run ends; `$run->result()` is its JobResult. */
+    public function onJobEnd(mixed $fn): Daemon {}
+
+    /** Calls `$fn(int $signo)` from the loop when the daemon gets `$signal`; TERM, INT, HUP, USR1 keep their meaning. */
+    public function on(int $signal, mixed $fn): Daemon {}
+
+    /** A pool owned by the daemon: shown in status and metrics, shut down (queue drained) when the daemon stops. */
+    public function pool(mixed $pool): Daemon {}
+
+    /**
+     * Queues a run of `$job` in its lane (or `$lane`); returns the run's id, or null when its
+     * previous run is still queued or running (logged and counted). Call from the dispatcher.
+     *
+     * @throws InvalidArgumentException for an unknown job or lane
+     */
+    public function queue(string $job, ?string $lane = null): ?int {}
+
+    /** Starts a run of `$job` in a child of its own at once; null when its previous run is still queued or running. */
+    public function start(string $job): ?int {}
+
+    /** Runs the daemon in this process until it stops; returns 0 after a clean stop. */
+    public function run(): int {}
+
+    /** Stops the daemon as TERM does (from a callback). */
+    public function stop(): void {}
+
+    /** The status table (what `bin/forklift status --json` prints). */
+    public function status(): mixed {}
+
+    /** @internal bin/forklift run: the supervisor. Returns the exit code. */
+    public static function supervise(mixed $dispatcher): int {}
+
+    /** @internal bin/forklift: asks a running daemon for "status" (JSON), "metrics" (text) or "ping". */
+    public static function query(string $pidFile, string $what, float $timeout = 5.0): string {}
+
+    /** @internal bin/forklift stop/reload: signals the supervisor; with $wait, true once every process of the daemon has exited (reload: a new dispatcher answers). */
+    public static function signalRunning(string $pidFile, int $signal, bool $wait = true, float $timeout = 60.0): bool {}
+
+    /** @internal bin/forklift metrics --listen: serves GET /metrics on a loopback address; never returns. */
+    public static function serveMetrics(string $pidFile, string $listen): void {}
+
+    /** The pid file a daemon named `$name` uses when none is given. */
+    public static function defaultPidFile(string $name): string {}
+}
+
+/** One run of a daemon's job, as {@see Daemon::onJobStart()} and {@see Daemon::onJobEnd()} see it. */
+final class JobRun
+{
+    private function __construct() {}
+
+    public function id(): int {}
+
+    public function name(): string {}
+
+    /** The serial lane, or null for a parallel run. */
+    public function lane(): ?string {}
+
+    public function pid(): int {}
+
+    /** "cron", "every", "asked" (queue()/start()) or "handed over" (a reload). */
+    public function trigger(): string {}
+
+    /** "*" . "/5 * * * *", "every 1.5 s", or null. */
+    public function schedule(): ?string {}
+
+    /** When it was due or asked for, Unix time. */
+    public function scheduledAt(): float {}
+
+    /** When its child started, Unix time. */
+    public function startedAt(): float {}
+
+    /** How it ended; null in onJobStart. */
+    public function result(): ?JobResult {}
+
+    public function __debugInfo(): array {}
+}
+
 /** The root of every exception Forklift throws. */
 class ForkliftException extends \RuntimeException {}
 

@@ -186,3 +186,54 @@ fn dispatcher_pid(pid_file: &str) -> Option<i32> {
     let st: crate::core::daemon::status::Status = serde_json::from_str(&body).ok()?;
     (st.state == "running").then_some(st.dispatcher)
 }
+
+/// `bin/forklift metrics --listen=HOST:PORT`: serves `GET /metrics` on a loopback address, each
+/// request answered from the daemon's status socket. The HTTP server (`tiny_http`, a maintained
+/// crate) runs threads: this is only ever called by a process that serves and never forks, and it
+/// never returns (it ends with the process, on SIGTERM or SIGINT).
+pub fn serve_metrics(pid_file: &str, listen: &str) -> PhpResult<()> {
+    const M: &str = "Forklift\\Daemon::serveMetrics()";
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        invalid(format!(
+            "{M}: \"{listen}\" is not an address and port; pass e.g. 127.0.0.1:9464 or [::1]:9464"
+        ))
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(invalid(format!(
+            "{M}: {addr} is not a loopback address; the metrics listener only binds 127.0.0.1 or \
+             ::1 (put a reverse proxy in front to expose it)"
+        )));
+    }
+    if crate::core::runtime::with(|rt| Ok(rt.detached_running() > 0)).unwrap_or(false) {
+        return Err(invalid(format!(
+            "{M}: this process supervises jobs; serve metrics from a process of its own \
+             (bin/forklift metrics --listen)"
+        )));
+    }
+    // Check once that the daemon answers, so that a wrong pid file is said now.
+    query(pid_file, "ping", 5.0)?;
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| invalid(format!("{M}: cannot listen on {addr}: {e}")))?;
+    let socket = control::socket_path(Path::new(pid_file));
+    for request in server.incoming_requests() {
+        let response = if request.url() != "/metrics" || *request.method() != tiny_http::Method::Get
+        {
+            tiny_http::Response::from_string("only GET /metrics is served here\n").with_status_code(404)
+        } else {
+            match control::query(&socket, "metrics", Duration::from_secs(5)) {
+                Ok(body) => tiny_http::Response::from_string(body).with_header(
+                    "Content-Type: text/plain; version=0.0.4; charset=utf-8"
+                        .parse::<tiny_http::Header>()
+                        .expect("a valid header"),
+                ),
+                Err(e) => tiny_http::Response::from_string(format!(
+                    "the daemon's status socket {} does not answer: {e}\n",
+                    socket.display()
+                ))
+                .with_status_code(503),
+            }
+        };
+        let _ = request.respond(response);
+    }
+    Ok(())
+}

@@ -558,6 +558,12 @@ impl Daemon {
         cli::signal_running(&pidFile, signal, wait, timeout)
     }
 
+    /// Serves `GET /metrics` over HTTP on a loopback `$listen` address ("127.0.0.1:9464") until
+    /// the process is signalled; for `bin/forklift metrics --listen` (a process that never forks).
+    pub fn serve_metrics(pidFile: String, listen: String) -> PhpResult<()> {
+        cli::serve_metrics(&pidFile, &listen)
+    }
+
     /// The pid file a daemon named `$name` uses when none is given.
     pub fn default_pid_file(name: String) -> String {
         cli::default_pid_file(&name).display().to_string()
