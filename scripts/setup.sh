@@ -5,13 +5,20 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 gcc make)
+PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 gcc make systemd)
+# promtool (checks the metrics text in the tests); without its web UI's recommends.
+LEAN_PACKAGES=(prometheus)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
 # 1. Debian packages --------------------------------------------------------
 missing=()
+lean_missing=()
+for pkg in "${LEAN_PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || lean_missing+=("$pkg")
+done
 for pkg in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
     if [[ "$status" != "install ok installed" ]]; then
@@ -19,10 +26,10 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
-if ((${#missing[@]} == 0)); then
-    say "packages: all ${#PACKAGES[@]} present"
+if ((${#missing[@]} == 0 && ${#lean_missing[@]} == 0)); then
+    say "packages: all $((${#PACKAGES[@]} + ${#LEAN_PACKAGES[@]})) present"
 else
-    say "packages: installing missing: ${missing[*]}"
+    say "packages: installing missing: ${missing[*]} ${lean_missing[*]}"
     if [[ $(id -u) -eq 0 ]]; then
         SUDO=()
     elif command -v sudo >/dev/null 2>&1; then
@@ -31,8 +38,13 @@ else
         die "not root and sudo is not available; as root run: apt-get update && apt-get install -y ${missing[*]}"
     fi
     "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    say "packages: installed ${missing[*]}"
+    if ((${#missing[@]} > 0)); then
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+    if ((${#lean_missing[@]} > 0)); then
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${lean_missing[@]}"
+    fi
+    say "packages: installed ${missing[*]} ${lean_missing[*]}"
 fi
 
 # 2. Rust toolchain ----------------------------------------------------------

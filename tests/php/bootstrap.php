@@ -5,3 +5,4 @@ require __DIR__ . '/Support/Procfs.php';
 require __DIR__ . '/Support/OwnChannel.php';
 require __DIR__ . '/Support/Subprocess.php';
 require __DIR__ . '/Support/SocketPairs.php';
+require __DIR__ . '/Support/DaemonKit.php';

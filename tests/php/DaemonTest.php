@@ -1,0 +1,534 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Forklift\Tests;
+
+use Forklift\Daemon;
+use Forklift\InvalidArgumentException;
+use Forklift\JobRun;
+use Forklift\Tests\Support\DaemonKit;
+use Forklift\Tests\Support\MemoryLogger;
+use PHPUnit\Framework\TestCase;
+
+/** Forklift\Daemon's dispatcher run in this process (run()): lanes, parallel runs, overlap, events, signals, stop. */
+final class DaemonTest extends TestCase
+{
+    private string $dir;
+    private MemoryLogger $log;
+
+    protected function setUp(): void
+    {
+        $this->dir = DaemonKit::tempDir();
+        $this->log = new MemoryLogger();
+    }
+
+    protected function tearDown(): void
+    {
+        DaemonKit::removeDir($this->dir);
+    }
+
+    private function daemon(float $stopTimeout = 10.0): Daemon
+    {
+        return new Daemon('test', pidFile: "$this->dir/test.pid", stopTimeout: $stopTimeout, logger: $this->log);
+    }
+
+    /** Runs `$d` until `$done()` says so (checked on a 5 ms timer), then stops it; returns run()'s code. */
+    private function runUntil(Daemon $d, callable $done, float $limit = 20.0): int
+    {
+        $deadline = microtime(true) + $limit;
+        $d->every(0.005, function () use ($d, $done, $deadline) {
+            if ($done() || microtime(true) > $deadline) {
+                $d->stop();
+            }
+        }, name: 'test-watch');
+        return $d->run();
+    }
+
+    public function test_a_lane_runs_its_jobs_one_at_a_time_in_order(): void
+    {
+        $d = $this->daemon();
+        foreach (['a', 'b', 'c'] as $name) {
+            $d->job($name, function () {
+                $start = microtime(true);
+                usleep(30000);
+                return [$start, microtime(true)];
+            });
+        }
+        $events = [];
+        $results = [];
+        $d->onJobStart(function (JobRun $r) use (&$events) {
+            $events[] = "start {$r->name()}";
+        });
+        $d->onJobEnd(function (JobRun $r) use (&$events, &$results) {
+            $events[] = "end {$r->name()}";
+            $results[$r->name()] = $r->result()->value();
+        });
+        $queued = false;
+        $code = $this->runUntil($d, function () use ($d, &$queued, &$results) {
+            if (!$queued) {
+                $queued = true;
+                foreach (['a', 'b', 'c'] as $n) {
+                    $this->assertIsInt($d->queue($n));
+                }
+            }
+            return count($results) === 3;
+        });
+        $this->assertSame(0, $code);
+        $this->assertSame(['start a', 'end a', 'start b', 'end b', 'start c', 'end c'], $events);
+        $this->assertGreaterThanOrEqual($results['a'][1], $results['b'][0], 'b started after a ended');
+        $this->assertGreaterThanOrEqual($results['b'][1], $results['c'][0], 'c started after b ended');
+    }
+
+    public function test_parallel_runs_and_other_lanes_run_at_the_same_time(): void
+    {
+        $d = $this->daemon();
+        $d->lane('always');
+        $barrier = "$this->dir/barrier";
+        mkdir($barrier);
+        // Each job arrives at the barrier and waits (bounded) until all four are there: only runs
+        // that are alive at the same time can all pass it.
+        $job = function () use ($barrier) {
+            touch("$barrier/" . getmypid());
+            $deadline = microtime(true) + 10;
+            while (count(scandir($barrier)) - 2 < 4 && microtime(true) < $deadline) {
+                usleep(2000);
+            }
+            return count(scandir($barrier)) - 2;
+        };
+        $d->job('p1', $job, parallel: true);
+        $d->job('p2', $job, parallel: true);
+        $d->job('in-default', $job);
+        $d->job('in-always', $job, lane: 'always');
+        $ended = [];
+        $d->onJobEnd(function (JobRun $r) use (&$ended) {
+            $ended[$r->name()] = [$r->result()->outcome(), $r->result()->value(), $r->lane()];
+        });
+        $asked = false;
+        $this->runUntil($d, function () use ($d, &$asked, &$ended) {
+            if (!$asked) {
+                $asked = true;
+                $d->start('p1');
+                $d->start('p2');
+                $d->queue('in-default');
+                $d->queue('in-always');
+            }
+            return count($ended) === 4;
+        });
+        ksort($ended);
+        $this->assertSame([
+            'in-always' => ['ok', 4, 'always'],
+            'in-default' => ['ok', 4, 'default'],
+            'p1' => ['ok', 4, null],
+            'p2' => ['ok', 4, null],
+        ], $ended);
+    }
+
+    public function test_a_job_still_running_is_not_started_again_and_that_is_recorded(): void
+    {
+        $d = $this->daemon();
+        $gate = "$this->dir/gate";
+        $d->job('slow', function () use ($gate) {
+            while (!file_exists($gate)) {
+                usleep(2000);
+            }
+            return 'done';
+        });
+        $starts = 0;
+        $ends = 0;
+        $d->onJobStart(function () use (&$starts) {
+            $starts++;
+        });
+        $d->onJobEnd(function () use (&$ends) {
+            $ends++;
+        });
+        $step = 0;
+        $second = 'unset';
+        $third = 'unset';
+        $status = null;
+        $this->runUntil($d, function () use ($d, &$step, &$starts, &$ends, &$second, &$third, &$status, $gate) {
+            switch ($step) {
+                case 0:
+                    $d->queue('slow');
+                    $step = 1;
+                    break;
+                case 1:
+                    if ($starts === 1) {
+                        $second = $d->queue('slow');      // running: refused
+                        $third = $d->start('slow');       // in parallel too
+                        $status = $d->status();
+                        touch($gate);
+                        $step = 2;
+                    }
+                    break;
+            }
+            return $ends === 1;
+        });
+        $this->assertNull($second);
+        $this->assertNull($third);
+        $this->assertSame(1, $starts);
+        $job = array_values(array_filter($status['jobs'], fn ($j) => $j['name'] === 'slow'))[0];
+        $this->assertSame(2, $job['skipped']);
+        $this->assertTrue($this->log->contains('job slow not started: still running (pid'), $this->log->text());
+    }
+
+    public function test_events_carry_the_run_and_its_result_whatever_the_job_did(): void
+    {
+        $d = $this->daemon();
+        $d->job('fine', fn () => 42, parallel: true);
+        $d->job('throws', function () {
+            throw new \RuntimeException('nope');
+        }, parallel: true);
+        $d->job('fatal', function () {
+            set_error_handler(null); // PHPUnit's handler would turn errors into exceptions.
+            trigger_error('on the way', E_USER_WARNING);
+            trigger_error('the ledger does not balance', E_USER_ERROR);
+        }, parallel: true);
+        $d->job('killed', fn () => posix_kill(getmypid(), SIGKILL), parallel: true);
+        $d->job('late', fn () => sleep(30), parallel: true, timeout: 0.2);
+        $starts = [];
+        $ends = [];
+        $d->onJobStart(function (JobRun $r) use (&$starts) {
+            $starts[$r->name()] = [$r->pid(), $r->trigger(), $r->result()];
+        });
+        $d->onJobEnd(function (JobRun $r) use (&$ends) {
+            $ends[$r->name()] = $r;
+        });
+        $asked = false;
+        $this->runUntil($d, function () use ($d, &$asked, &$ends) {
+            if (!$asked) {
+                $asked = true;
+                foreach (['fine', 'throws', 'fatal', 'killed', 'late'] as $j) {
+                    $d->start($j);
+                }
+            }
+            return count($ends) === 5;
+        });
+        $outcomes = array_map(fn (JobRun $r) => $r->result()->outcome(), $ends);
+        ksort($outcomes);
+        $this->assertSame(
+            ['fatal' => 'fatal', 'fine' => 'ok', 'killed' => 'signal', 'late' => 'timeout', 'throws' => 'exception'],
+            $outcomes
+        );
+        $this->assertSame(42, $ends['fine']->result()->value());
+        $this->assertSame('nope', $ends['throws']->result()->exception()->message());
+        $this->assertCount(1, $ends['fatal']->result()->errors() ? array_filter(
+            $ends['fatal']->result()->errors(),
+            fn ($e) => $e->message() === 'on the way'
+        ) : []);
+        foreach ($ends as $name => $r) {
+            $this->assertSame($starts[$name][0], $r->pid(), "$name: the same pid at start and end");
+            $this->assertSame($r->pid(), $r->result()->pid());
+            $this->assertSame('asked', $starts[$name][1]);
+            $this->assertNull($starts[$name][2], 'no result at the start');
+            $this->assertNull($r->lane());
+            $this->assertGreaterThanOrEqual($r->scheduledAt(), $r->startedAt());
+        }
+        $this->assertTrue($this->log->contains('job fatal (pid'), $this->log->text());
+    }
+
+    public function test_sigterm_stops_new_work_and_lets_the_running_job_finish(): void
+    {
+        $d = $this->daemon();
+        $d->job('finishing', function () {
+            usleep(300000);
+            return 'finished';
+        });
+        $d->job('queued-behind', fn () => 'must not run');
+        $ended = [];
+        $started = [];
+        $d->onJobStart(function (JobRun $r) use (&$started) {
+            $started[] = $r->name();
+            // TERM arrives while the job runs.
+            posix_kill(getmypid(), SIGTERM);
+        });
+        $d->onJobEnd(function (JobRun $r) use (&$ended) {
+            $ended[$r->name()] = $r->result()->outcome() . ' ' . json_encode($r->result()->value());
+        });
+        $once = false;
+        $d->every(0.005, function () use ($d, &$once) {
+            if (!$once) {
+                $once = true;
+                $d->queue('finishing');
+                $d->queue('queued-behind');
+            }
+        });
+        $this->assertSame(0, $d->run());
+        $this->assertSame(['finishing'], $started);
+        $this->assertSame(['finishing' => 'ok "finished"'], $ended);
+        $this->assertTrue($this->log->contains('stopping (SIGTERM)'), $this->log->text());
+        $this->assertTrue($this->log->contains('run of queued-behind'), $this->log->text());
+        $this->assertFileDoesNotExist("$this->dir/test.pid", 'the pid file is removed at a clean stop');
+        $this->assertFileDoesNotExist("$this->dir/test.sock");
+    }
+
+    public function test_at_the_stop_timeout_running_jobs_are_ended(): void
+    {
+        $d = $this->daemon(stopTimeout: 0.2);
+        $d->job('forever', fn () => sleep(60), parallel: true);
+        $result = null;
+        $d->onJobStart(fn () => posix_kill(getmypid(), SIGTERM));
+        $d->onJobEnd(function (JobRun $r) use (&$result) {
+            $result = $r->result();
+        });
+        $once = false;
+        $d->every(0.005, function () use ($d, &$once) {
+            if (!$once) {
+                $once = true;
+                $d->start('forever');
+            }
+        });
+        $this->assertSame(0, $d->run());
+        $this->assertSame('timeout', $result->outcome(), (string) $result);
+        $this->assertSame(SIGTERM, $result->signal());
+        $this->assertTrue($this->log->contains('stop timeout passed: ending 1 run(s)'), $this->log->text());
+    }
+
+    public function test_the_application_s_own_signal_handlers_run_from_the_loop(): void
+    {
+        $d = $this->daemon();
+        $got = [];
+        $d->on(SIGUSR2, function (int $signo) use (&$got) {
+            $got[] = $signo;
+        });
+        $sent = 0;
+        $this->runUntil($d, function () use (&$sent, &$got) {
+            if ($sent < 3) {
+                $sent++;
+                posix_kill(getmypid(), SIGUSR2);
+            }
+            return count($got) === 3;
+        });
+        $this->assertSame([SIGUSR2, SIGUSR2, SIGUSR2], $got);
+        // Given back: after run() the application's pcntl handler sees the signal again.
+        $seen = false;
+        pcntl_signal(SIGUSR2, function () use (&$seen) {
+            $seen = true;
+        });
+        posix_kill(getmypid(), SIGUSR2);
+        pcntl_signal_dispatch();
+        pcntl_signal(SIGUSR2, SIG_DFL);
+        $this->assertTrue($seen, 'SIGUSR2 is unblocked after run()');
+    }
+
+    public function test_a_callback_that_throws_is_logged_and_the_daemon_goes_on(): void
+    {
+        $d = $this->daemon();
+        $n = 0;
+        $d->every(0.005, function () use (&$n) {
+            $n++;
+            throw new \LogicException("tick $n failed");
+        }, name: 'thrower');
+        $this->runUntil($d, function () use (&$n) {
+            return $n >= 3;
+        });
+        $this->assertGreaterThanOrEqual(3, $n);
+        $this->assertTrue($this->log->contains('timer thrower threw LogicException: tick 1 failed'), $this->log->text());
+    }
+
+    public function test_forked_interval_runs_never_overlap(): void
+    {
+        $d = $this->daemon();
+        $d->every(0.01, function () {
+            usleep(35000);
+        }, name: 'busy', fork: true);
+        $intervals = [];
+        $d->onJobEnd(function (JobRun $r) use (&$intervals) {
+            $intervals[] = [$r->startedAt(), $r->startedAt() + $r->result()->duration()];
+        });
+        $this->runUntil($d, function () use (&$intervals) {
+            return count($intervals) >= 4;
+        });
+        for ($i = 1; $i < count($intervals); $i++) {
+            $this->assertGreaterThanOrEqual($intervals[$i - 1][1] - 0.002, $intervals[$i][0]);
+        }
+        $this->assertTrue($this->log->contains('job busy not started: still running'), $this->log->text());
+    }
+
+    public function test_a_running_dispatcher_answers_its_status_socket(): void
+    {
+        $d = $this->daemon();
+        $pidFile = "$this->dir/test.pid";
+        // The question comes from a job: the dispatcher answers between turns while it runs.
+        $d->job('asker', fn () => json_decode(Daemon::query($pidFile, 'status'), true), parallel: true);
+        $d->cron('*/5 * * * *', 'five', fn () => null, timezone: 'UTC');
+        $answer = null;
+        $metrics = null;
+        $d->onJobEnd(function (JobRun $r) use (&$answer) {
+            $answer = $r->result()->value();
+        });
+        $asked = false;
+        $this->runUntil($d, function () use ($d, &$asked, &$answer) {
+            if (!$asked) {
+                $asked = true;
+                $d->start('asker');
+            }
+            return $answer !== null;
+        });
+        $this->assertSame('test', $answer['name']);
+        $this->assertSame(getmypid(), $answer['dispatcher']);
+        $this->assertSame('asker', $answer['running'][0]['job']);
+        $five = array_values(array_filter($answer['jobs'], fn ($j) => $j['name'] === 'five'))[0];
+        $this->assertSame('*/5 * * * *', $five['schedule']);
+        $this->assertSame(0, ((int) $five['next_run']) % 300, 'next run on a 5-minute boundary');
+        $this->assertGreaterThan(time() - 1, $five['next_run']);
+        $this->assertLessThanOrEqual(time() + 301, $five['next_run']);
+    }
+
+    public function test_the_pid_file_refuses_a_second_daemon_and_names_the_first(): void
+    {
+        $d = $this->daemon();
+        $pidFile = "$this->dir/test.pid";
+        $out = null;
+        $d->job('second', function () use ($pidFile) {
+            $e = new Daemon('test', pidFile: $pidFile);
+            try {
+                $e->run();
+                return 'ran';
+            } catch (\Forklift\ForkliftException $ex) {
+                return $ex->getMessage();
+            }
+        }, parallel: true);
+        $d->onJobEnd(function (JobRun $r) use (&$out) {
+            $out = $r->result()->value();
+        });
+        $asked = false;
+        $this->runUntil($d, function () use ($d, &$asked, &$out) {
+            if (!$asked) {
+                $asked = true;
+                $d->start('second');
+            }
+            return $out !== null;
+        });
+        $this->assertStringContainsString('daemon already running as pid ' . getmypid(), $out);
+        $this->assertStringContainsString($pidFile, $out);
+    }
+
+    /** @return iterable<string, array{0: callable(Daemon): mixed, 1: string}> */
+    public static function badDefinitions(): iterable
+    {
+        $noop = fn () => null;
+        yield 'six cron fields' => [fn (Daemon $d) => $d->cron('* * * * * *', 'x', $noop), 'is not a crontab schedule'];
+        yield 'empty cron' => [fn (Daemon $d) => $d->cron('', 'x', $noop), 'is not a crontab schedule'];
+        yield 'cron minute 60' => [fn (Daemon $d) => $d->cron('60 * * * *', 'x', $noop), 'is not a crontab schedule'];
+        yield 'bogus time zone' => [fn (Daemon $d) => $d->cron('* * * * *', 'x', $noop, timezone: 'Mars/Olympus'), 'is not a time zone'];
+        yield 'interval 0' => [fn (Daemon $d) => $d->every(0, $noop), 'from 0.001 to 1e9'];
+        yield 'interval negative' => [fn (Daemon $d) => $d->every(-1, $noop), 'from 0.001 to 1e9'];
+        yield 'interval NAN' => [fn (Daemon $d) => $d->every(NAN, $noop), 'from 0.001 to 1e9'];
+        yield 'interval huge' => [fn (Daemon $d) => $d->every(1e12, $noop), 'from 0.001 to 1e9'];
+        yield 'unknown lane' => [fn (Daemon $d) => $d->job('x', $noop, lane: 'nope'), 'unknown lane "nope"; declare it first'];
+        yield 'lane and parallel' => [fn (Daemon $d) => $d->job('x', $noop, lane: 'default', parallel: true), 'not both'];
+        yield 'duplicate job' => [function (Daemon $d) use ($noop) {
+            $d->job('x', $noop);
+            $d->cron('* * * * *', 'x', $noop);
+        }, 'a job named "x" already exists'];
+        yield 'duplicate timer name' => [function (Daemon $d) use ($noop) {
+            $d->job('x', $noop);
+            $d->every(1, $noop, name: 'x');
+        }, 'a job named "x" already exists'];
+        yield 'duplicate lane' => [fn (Daemon $d) => $d->lane('default'), 'declared twice'];
+        yield 'not callable' => [fn (Daemon $d) => $d->job('x', 'no_such_function_here'), '$fn'];
+        yield 'grace without timeout' => [fn (Daemon $d) => $d->job('x', $noop, grace: 1), 'grace: only applies with a timeout:'];
+        yield 'missed policy' => [fn (Daemon $d) => $d->cron('* * * * *', 'x', $noop, missed: 'sometimes'), '$missed must be "skip"'];
+        yield 'limits on an inline timer' => [fn (Daemon $d) => $d->every(1, $noop, timeout: 5), 'add fork: true'];
+        yield 'SIGKILL handler' => [fn (Daemon $d) => $d->on(SIGKILL, $noop), 'SIGKILL cannot be caught'];
+        yield 'signal 0' => [fn (Daemon $d) => $d->on(0, $noop), 'is not a signal number'];
+        yield 'queue unknown job' => [fn (Daemon $d) => $d->queue('ghost'), 'no job named "ghost"'];
+        yield 'pool that is not a pool' => [fn (Daemon $d) => $d->pool(new \stdClass()), 'must be a Forklift\Pool'];
+        yield 'empty job name' => [fn (Daemon $d) => $d->job('', $noop), 'a job name must be 1 to 200'];
+    }
+
+    /** @dataProvider badDefinitions */
+    public function test_a_bad_definition_is_refused_with_a_fix_it_message(callable $define, string $message): void
+    {
+        $d = $this->daemon();
+        try {
+            $define($d);
+            $this->fail('accepted');
+        } catch (InvalidArgumentException $e) {
+            $this->assertStringContainsString($message, $e->getMessage());
+        }
+        $this->assertSame([], array_diff(scandir($this->dir), ['.', '..']), 'nothing left behind');
+    }
+
+    /** @return iterable<string, array{0: string, 1: string}> */
+    public static function badConstructions(): iterable
+    {
+        yield 'empty name' => ['', 'must be 1 to 64 letters'];
+        yield 'slash in name' => ['a/b', 'must be 1 to 64 letters'];
+        yield 'dot first' => ['.hidden', 'must be 1 to 64 letters'];
+    }
+
+    /** @dataProvider badConstructions */
+    public function test_a_bad_name_is_refused(string $name, string $message): void
+    {
+        $this->expectException(InvalidArgumentException::class);
+        $this->expectExceptionMessage($message);
+        new Daemon($name, pidFile: "$this->dir/x.pid");
+    }
+
+    public function test_other_bad_options_are_refused(): void
+    {
+        foreach ([
+            [fn () => new Daemon('x', pidFile: ''), '$pidFile is empty'],
+            [fn () => new Daemon('x', pidFile: "$this->dir/x.pid", stopTimeout: -1), '$stopTimeout'],
+            [fn () => new Daemon('x', pidFile: "$this->dir/x.pid", logger: new \stdClass()), 'PSR-3 logger'],
+            [fn () => new Daemon('x', pidFile: "$this->dir/x.pid", restartBurst: 0), 'restartBurst'],
+            [fn () => new Daemon('x', pidFile: "$this->dir/x.pid", restartDelay: 10, restartDelayMax: 1), 'restartDelay'],
+        ] as [$make, $message]) {
+            try {
+                $make();
+                $this->fail("accepted: $message");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString($message, $e->getMessage());
+            }
+        }
+    }
+
+    public function test_a_symlinked_pid_file_is_refused_before_anything_starts(): void
+    {
+        file_put_contents("$this->dir/target", 'keep');
+        symlink("$this->dir/target", "$this->dir/link.pid");
+        $d = new Daemon('x', pidFile: "$this->dir/link.pid", logger: $this->log);
+        $ran = false;
+        $d->every(0.01, function () use (&$ran) {
+            $ran = true;
+        });
+        try {
+            $d->run();
+            $this->fail('ran');
+        } catch (InvalidArgumentException $e) {
+            $this->assertStringContainsString('is a symbolic link', $e->getMessage());
+        }
+        $this->assertFalse($ran);
+        $this->assertSame('keep', file_get_contents("$this->dir/target"));
+        $this->assertFileDoesNotExist("$this->dir/link.sock");
+    }
+
+    public function test_a_pid_file_in_a_missing_directory_says_what_to_create(): void
+    {
+        $d = new Daemon('x', pidFile: "$this->dir/no/such/dir/x.pid", logger: $this->log);
+        $this->expectException(InvalidArgumentException::class);
+        $this->expectExceptionMessage('mkdir -p');
+        $d->run();
+    }
+
+    public function test_the_definition_cannot_change_while_it_runs_and_run_is_not_reentrant(): void
+    {
+        $d = $this->daemon();
+        $errors = [];
+        $this->runUntil($d, function () use ($d, &$errors) {
+            foreach ([fn () => $d->job('late', fn () => 1), fn () => $d->lane('late'), fn () => $d->run()] as $f) {
+                try {
+                    $f();
+                } catch (InvalidArgumentException $e) {
+                    $errors[] = $e->getMessage();
+                }
+            }
+            return true;
+        });
+        $this->assertCount(3, $errors);
+        $this->assertStringContainsString('before run()', $errors[0]);
+        $this->assertStringContainsString('already runs', $errors[2]);
+    }
+}

@@ -1,0 +1,331 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Forklift\Tests;
+
+use Forklift\Daemon;
+use Forklift\Tests\Support\CliProcess;
+use Forklift\Tests\Support\DaemonKit;
+use PHPUnit\Framework\TestCase;
+
+use function Forklift\Tests\Support\forklift_cli;
+
+/**
+ * Real daemons started with `bin/forklift run`, driven with real signals, the CLI and the status
+ * socket. Each test waits on what the daemon says (its log lines, socket answers, /proc).
+ */
+final class SupervisorTest extends TestCase
+{
+    private string $dir;
+    private string $pidFile;
+    /** @var list<CliProcess> */
+    private array $started = [];
+
+    protected function setUp(): void
+    {
+        $this->dir = DaemonKit::tempDir();
+        $this->pidFile = "$this->dir/sup.pid";
+    }
+
+    protected function tearDown(): void
+    {
+        foreach ($this->started as $p) {
+            if ($p->exit === null) {
+                $p->kill(SIGKILL);
+                $p->wait(5);
+            }
+        }
+        DaemonKit::removeDir($this->dir);
+    }
+
+    /** Writes APP.php: `$body` defines jobs on `$d` (pid file in the test's dir). */
+    private function app(string $body, string $options = ''): string
+    {
+        $file = "$this->dir/app.php";
+        file_put_contents($file, <<<PHP
+        <?php
+        \$d = new Forklift\\Daemon('sup', pidFile: '$this->pidFile' $options);
+        \$dir = '$this->dir';
+        $body
+        return \$d;
+        PHP);
+        return $file;
+    }
+
+    private function start(string $app): CliProcess
+    {
+        $p = new CliProcess(['run', $app]);
+        $this->started[] = $p;
+        return $p;
+    }
+
+    /** Starts the daemon and waits until its dispatcher runs; returns [process, dispatcher pid]. */
+    private function startRunning(string $app): array
+    {
+        $p = $this->start($app);
+        $m = $p->waitFor('/dispatcher pid (\d+) is running/');
+        $this->assertNotNull($m, "the daemon did not come up:\n" . $p->log);
+        return [$p, (int) $m[1]];
+    }
+
+    private function status(): array
+    {
+        return json_decode(Daemon::query($this->pidFile, 'status'), true, 512, JSON_THROW_ON_ERROR);
+    }
+
+    /** Appends a line to a file in one write (jobs in several processes share it). */
+    private static function record(): string
+    {
+        return 'file_put_contents("$dir/record", $line . "\n", FILE_APPEND | LOCK_EX);';
+    }
+
+    public function test_the_process_tree_has_titles_and_status_shows_it(): void
+    {
+        [$p, $dispatcher] = $this->startRunning($this->app(<<<'PHP'
+        $d->job('sleeper', fn () => sleep(30), parallel: true);
+        $d->every(0.01, function () use ($d) { static $once = false; if (!$once) { $once = true; $d->start('sleeper'); } });
+        PHP, ', stopTimeout: 0.3'));
+        $deadline = microtime(true) + 10;
+        do {
+            $s = $this->status();
+        } while ($s['running'] === [] && microtime(true) < $deadline && usleep(5000) === null);
+        $this->assertSame($p->pid(), $s['supervisor']);
+        $this->assertSame($dispatcher, $s['dispatcher']);
+        $job = $s['running'][0]['pid'];
+        $this->assertSame('forklift: sup supervisor', trim(file_get_contents("/proc/{$p->pid()}/cmdline"), "\0"));
+        $this->assertSame('forklift: sup dispatcher', trim(file_get_contents("/proc/$dispatcher/cmdline"), "\0"));
+        $this->assertSame('forklift: sup parallel - sleeper - asked', trim(file_get_contents("/proc/$job/cmdline"), "\0"));
+        $text = forklift_cli(['status', "--pid-file=$this->pidFile"]);
+        $this->assertSame(0, $text['status'], $text['err']);
+        $this->assertMatchesRegularExpression('/^sup\s+running\nsupervisor ' . $p->pid() . '\s+dispatcher ' . $dispatcher . '/', $text['out']);
+        $this->assertMatchesRegularExpression('/\(parallel\)\s+sleeper\s+-\s+' . $job . '\s/', $text['out']);
+        $json = forklift_cli(['status', "--pid-file=$this->pidFile", '--json']);
+        $this->assertSame($job, json_decode($json['out'], true)['running'][0]['pid']);
+        // stop --wait returns only when every process of the daemon has exited.
+        $stop = forklift_cli(['stop', "--pid-file=$this->pidFile", '--timeout=20']);
+        $this->assertSame(0, $stop['status'], $stop['err'] . $p->log);
+        $this->assertStringContainsString('every process of the daemon has exited', $stop['out']);
+        foreach ([$p->pid(), $dispatcher, $job] as $pid) {
+            $this->assertFalse(DaemonKit::alive($pid), "pid $pid still alive after stop --wait");
+        }
+        $this->assertSame(0, $p->wait(5));
+        $this->assertMatchesRegularExpression('/job sleeper \(pid ' . $job . '\) ended: timeout/', $p->log);
+        $this->assertFileDoesNotExist($this->pidFile);
+    }
+
+    public function test_a_killed_dispatcher_is_restarted_with_backoff(): void
+    {
+        [$p, $first] = $this->startRunning($this->app('$d->every(1, fn () => null);', ', restartDelay: 0.2'));
+        posix_kill($first, SIGKILL);
+        $this->assertNotNull($p->waitFor("/dispatcher pid $first died: signal: killed by signal 9/"), $p->log);
+        $m = $p->waitFor('/restarting the dispatcher in ([0-9.]+) s \(attempt 1\)/');
+        $this->assertNotNull($m, $p->log);
+        $this->assertGreaterThanOrEqual(0.1, (float) $m[1], 'jitter stays within [50 %, 100 %] of the delay');
+        $this->assertLessThanOrEqual(0.2, (float) $m[1]);
+        $m = $p->waitFor('/dispatcher pid (\d+) is running/');
+        $this->assertNotNull($m, $p->log);
+        $second = (int) $m[1];
+        $this->assertNotSame($first, $second);
+        $s = $this->status();
+        $this->assertSame($second, $s['dispatcher']);
+        $this->assertSame(1, $s['dispatcher_restarts']);
+    }
+
+    public function test_a_crash_loop_gives_up_with_a_non_zero_exit(): void
+    {
+        $p = $this->start($this->app(
+            '$d->every(0.01, fn () => posix_kill(getmypid(), SIGKILL));',
+            ', restartBurst: 3, restartWindow: 60, restartDelay: 0.01, restartDelayMax: 0.05'
+        ));
+        $this->assertSame(1, $p->wait(20), $p->log);
+        $this->assertSame(3, substr_count($p->log, 'died: signal: killed by signal 9'), $p->log);
+        $this->assertStringContainsString('giving up', $p->log);
+        $this->assertFileDoesNotExist($this->pidFile);
+    }
+
+    public function test_sigterm_lets_the_running_job_finish_then_exits_0(): void
+    {
+        [$p, $dispatcher] = $this->startRunning($this->app(<<<'PHP'
+        $d->job('work', function () use ($dir) { file_put_contents("$dir/started", getmypid()); usleep(400000); return 'finished'; }, parallel: true);
+        $d->every(0.01, function () use ($d) { static $once = false; if (!$once) { $once = true; $d->start('work'); } });
+        PHP));
+        $deadline = microtime(true) + 10;
+        while (!file_exists("$this->dir/started") && microtime(true) < $deadline) {
+            usleep(2000);
+        }
+        $p->kill(SIGTERM);
+        $this->assertSame(0, $p->wait(20), $p->log);
+        $this->assertMatchesRegularExpression('/job work \(pid \d+\) ended: ok in 0\.[34]\d* s/', $p->log);
+        $this->assertStringContainsString('stopped: every process of the daemon has exited', $p->log);
+        $this->assertFalse(DaemonKit::alive($dispatcher));
+    }
+
+    public function test_hup_starts_a_new_dispatcher_and_a_running_job_is_not_started_twice(): void
+    {
+        $record = self::record();
+        [$p, $first] = $this->startRunning($this->app(<<<PHP
+        \$d->job('long', function () use (\$dir) {
+            \$line = 'start ' . microtime(true); $record
+            while (!file_exists("\$dir/release")) { usleep(2000); }
+            \$line = 'end ' . microtime(true); $record
+        }, parallel: true);
+        \$d->every(0.02, fn () => \$d->start('long'), name: 'starter');
+        PHP));
+        // The job runs in the first dispatcher.
+        $deadline = microtime(true) + 10;
+        while (!file_exists("$this->dir/record") && microtime(true) < $deadline) {
+            usleep(2000);
+        }
+        $p->kill(SIGHUP);
+        $m = $p->waitFor('/dispatcher pid (\d+) is running/');
+        $this->assertNotNull($m, $p->log);
+        $second = (int) $m[1];
+        $this->assertNotSame($first, $second);
+        // The new dispatcher knows the job still runs in the old one and does not start it.
+        $this->assertNotNull($p->waitFor('/job long not started: still running in the previous dispatcher/'), $p->log);
+        touch("$this->dir/release");
+        $this->assertNotNull($p->waitFor("/previous dispatcher pid $first has finished/"), $p->log);
+        // Once it has ended there, the new dispatcher runs it.
+        $this->assertNotNull($p->waitFor("/dispatcher\\[$second\\] info: job long \\(pid \\d+\\) ended/"), $p->log);
+        $s = $this->status();
+        $this->assertSame($second, $s['dispatcher']);
+        $this->assertSame(1, $s['dispatcher_restarts']);
+        $this->assertFalse(DaemonKit::alive($first));
+        // Runs never overlapped: start, end, start, end, ...
+        $lines = file("$this->dir/record", FILE_IGNORE_NEW_LINES);
+        $kinds = array_map(fn ($l) => explode(' ', $l)[0], $lines);
+        for ($i = 0; $i + 1 < count($kinds); $i += 2) {
+            $this->assertSame(['start', 'end'], [$kinds[$i], $kinds[$i + 1]], implode("\n", $lines));
+        }
+    }
+
+    public function test_kill_9_of_the_supervisor_leaves_no_process_of_the_daemon(): void
+    {
+        [$p, $dispatcher] = $this->startRunning($this->app(<<<'PHP'
+        $d->job('deep', function () use ($dir) {
+            // A grandchild in the job's group, as a shell-out would make.
+            $pid = pcntl_fork();
+            if ($pid === 0) { file_put_contents("$dir/grandchild", getmypid()); sleep(60); exit(0); }
+            file_put_contents("$dir/job", getmypid());
+            sleep(60);
+        }, parallel: true);
+        $d->every(0.01, function () use ($d) { static $once = false; if (!$once) { $once = true; $d->start('deep'); } });
+        PHP));
+        $deadline = microtime(true) + 10;
+        while ((!file_exists("$this->dir/grandchild") || !file_exists("$this->dir/job")) && microtime(true) < $deadline) {
+            usleep(2000);
+        }
+        $pids = [$p->pid(), $dispatcher, (int) file_get_contents("$this->dir/job"), (int) file_get_contents("$this->dir/grandchild")];
+        foreach ($pids as $pid) {
+            $this->assertTrue(DaemonKit::alive($pid), "pid $pid runs before the kill");
+        }
+        $p->kill(SIGKILL);
+        $p->wait(5);
+        $this->assertTrue(DaemonKit::waitGone($pids, 1.0), 'left after 1 s: ' . implode(', ', array_filter($pids, [DaemonKit::class, 'alive'])));
+    }
+
+    public function test_a_second_instance_is_refused_and_a_stale_pid_file_is_taken_over(): void
+    {
+        file_put_contents($this->pidFile, "999999999\n"); // left by a daemon killed with -9
+        $app = $this->app('$d->every(1, fn () => null);');
+        [$p] = $this->startRunning($app);
+        $this->assertSame((string) $p->pid(), trim(file_get_contents($this->pidFile)));
+        $second = new CliProcess(['run', $app]);
+        $this->assertSame(1, $second->wait(20), $second->log);
+        $this->assertStringContainsString('daemon already running as pid ' . $p->pid(), $second->log);
+        $this->assertSame((string) $p->pid(), trim(file_get_contents($this->pidFile)), 'the running one keeps its pid file');
+        $this->assertSame(['running'], [$this->status()['state']]);
+    }
+
+    public function test_an_application_that_returns_no_daemon_is_refused_and_nothing_starts(): void
+    {
+        file_put_contents("$this->dir/app.php", "<?php\nreturn 42;\n");
+        $p = $this->start("$this->dir/app.php");
+        $this->assertSame(1, $p->wait(20), $p->log);
+        $this->assertStringContainsString('returned int, not a Forklift\Daemon; end the file with `return $daemon;`', $p->log);
+        $this->assertStringContainsString('the application failed before its daemon started', $p->log);
+        $this->assertSame([], array_values(array_diff(scandir($this->dir), ['.', '..', 'app.php'])));
+    }
+
+    public function test_a_bad_definition_in_the_application_stops_the_start_with_its_message(): void
+    {
+        $p = $this->start($this->app("\$d->cron('61 * * * *', 'bad', fn () => null);"));
+        $this->assertSame(1, $p->wait(20), $p->log);
+        $this->assertStringContainsString('"61 * * * *" is not a crontab schedule', $p->log);
+        $this->assertFileDoesNotExist($this->pidFile);
+    }
+
+    public function test_a_symlinked_pid_file_is_refused(): void
+    {
+        file_put_contents("$this->dir/elsewhere", 'untouched');
+        symlink("$this->dir/elsewhere", $this->pidFile);
+        $p = $this->start($this->app('$d->every(1, fn () => null);'));
+        $this->assertSame(1, $p->wait(20), $p->log);
+        $this->assertStringContainsString('is a symbolic link', $p->log);
+        $this->assertSame('untouched', file_get_contents("$this->dir/elsewhere"));
+    }
+
+    public function test_stop_of_a_daemon_that_does_not_run_says_so(): void
+    {
+        $r = forklift_cli(['stop', "--pid-file=$this->dir/none.pid"]);
+        $this->assertSame(3, $r['status']);
+        $this->assertStringContainsString('no daemon runs with pid file', $r['err']);
+        $r = forklift_cli(['status', "--pid-file=$this->dir/none.pid"]);
+        $this->assertSame(3, $r['status']);
+        $r = forklift_cli(['frobnicate']);
+        $this->assertSame(2, $r['status']);
+        $this->assertStringContainsString('unknown command "frobnicate"', $r['err']);
+        $r = forklift_cli(['run', "$this->dir/missing.php"]);
+        $this->assertSame(2, $r['status']);
+        $this->assertStringContainsString('is not a readable file', $r['err']);
+    }
+
+    public function test_metrics_pass_promtool(): void
+    {
+        $promtool = trim((string) shell_exec('command -v promtool'));
+        if ($promtool === '') {
+            $this->fail('promtool is not installed: run scripts/setup.sh (it installs Debian\'s prometheus package)');
+        }
+        [$p] = $this->startRunning($this->app(<<<'PHP'
+        $d->job('quick "one"', fn () => 1, parallel: true);
+        $d->job('failing', fn () => throw new RuntimeException('x'), parallel: true);
+        $d->every(0.01, function () use ($d) { static $n = 0; if ($n++ < 3) { $d->start('quick "one"'); $d->start('failing'); } });
+        PHP));
+        $this->assertNotNull($p->waitFor('/job failing \(pid \d+\) ended/'), $p->log);
+        $this->assertNotNull($p->waitFor('/job quick "one" \(pid \d+\) ended/'), $p->log);
+        $r = forklift_cli(['metrics', "--pid-file=$this->pidFile"]);
+        $this->assertSame(0, $r['status'], $r['err']);
+        $this->assertMatchesRegularExpression('/forklift_job_runs_total\{daemon="sup",job="failing",outcome="exception"\} [1-3]/', $r['out']);
+        $this->assertStringContainsString('job="quick \"one\""', $r['out']);
+        $check = proc_open([$promtool, 'check', 'metrics'], [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
+        fwrite($pipes[0], $r['out']);
+        fclose($pipes[0]);
+        $out = stream_get_contents($pipes[1]) . stream_get_contents($pipes[2]);
+        $this->assertSame(0, proc_close($check), $out . "\n" . $r['out']);
+    }
+
+    public function test_install_systemd_writes_a_unit_that_systemd_analyze_accepts(): void
+    {
+        $analyze = trim((string) shell_exec('command -v systemd-analyze'));
+        $app = $this->app('$d->every(1, fn () => null);');
+        $r = forklift_cli(['install-systemd', $app, "--dir=$this->dir", '--name=shop']);
+        $this->assertSame(0, $r['status'], $r['err']);
+        $unit = file_get_contents("$this->dir/forklift-shop.service");
+        foreach (['Type=notify', 'KillMode=mixed', 'ExecReload=/bin/kill -HUP $MAINPID', 'Restart=on-failure'] as $line) {
+            $this->assertStringContainsString($line, $unit);
+        }
+        $this->assertStringContainsString('copytruncate', file_get_contents("$this->dir/forklift-shop"));
+        if ($analyze === '') {
+            $this->fail('systemd-analyze is not installed: run scripts/setup.sh (it installs systemd)');
+        }
+        $check = proc_open([$analyze, 'verify', "$this->dir/forklift-shop.service"], [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
+        $out = stream_get_contents($pipes[1]) . stream_get_contents($pipes[2]);
+        $code = proc_close($check);
+        // verify also checks that ExecStart's binary exists and warns about the system's other
+        // units; what matters is that it finds nothing wrong in ours.
+        $ours = array_filter(explode("\n", $out), fn ($l) => str_contains($l, 'forklift-shop'));
+        $this->assertSame([], array_values($ours), $out);
+        $this->assertSame(0, $code, $out);
+    }
+}
