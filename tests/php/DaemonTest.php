@@ -404,6 +404,44 @@ final class DaemonTest extends TestCase
         $this->assertStringContainsString($pidFile, $out);
     }
 
+    public function test_a_pool_owned_by_the_daemon_delivers_results_and_is_drained_at_the_stop(): void
+    {
+        $d = $this->daemon();
+        $pool = new \Forklift\Pool(function (int $n) {
+            usleep(20000);
+            return $n * 2;
+        }, workers: 2, name: 'doubler');
+        $d->pool($pool);
+        $results = [];
+        $pool->onResult(function (\Forklift\JobResult $r) use (&$results) {
+            $results[] = $r->value();
+        });
+        $status = null;
+        $submitted = false;
+        $d->every(0.005, function () use ($d, $pool, &$submitted, &$results, &$status) {
+            if (!$submitted) {
+                $submitted = true;
+                foreach (range(1, 4) as $n) {
+                    $pool->submit($n);
+                }
+            } elseif (count($results) >= 2 && $status === null) {
+                $status = $d->status();
+                // Stop with tasks still queued or running: they are drained before run() returns.
+                foreach (range(5, 8) as $n) {
+                    $pool->submit($n);
+                }
+                $d->stop();
+            }
+        });
+        $this->assertSame(0, $d->run());
+        sort($results);
+        $this->assertSame([2, 4, 6, 8, 10, 12, 14, 16], $results);
+        $this->assertSame('doubler', $status['pools'][0]['name']);
+        $this->assertSame(2, $status['pools'][0]['workers']);
+        $this->assertSame(0, $pool->stats()['running']);
+        $this->assertSame([], array_filter($pool->stats()['workers'], fn ($w) => $w['state'] !== 'gone'), 'workers shut down');
+    }
+
     /** @return iterable<string, array{0: callable(Daemon): mixed, 1: string}> */
     public static function badDefinitions(): iterable
     {

@@ -95,7 +95,13 @@ final class SupervisorTest extends TestCase
         $job = $s['running'][0]['pid'];
         $this->assertSame('forklift: sup supervisor', trim(file_get_contents("/proc/{$p->pid()}/cmdline"), "\0"));
         $this->assertSame('forklift: sup dispatcher', trim(file_get_contents("/proc/$dispatcher/cmdline"), "\0"));
-        $this->assertSame('forklift: sup parallel - sleeper - asked', trim(file_get_contents("/proc/$job/cmdline"), "\0"));
+        // The child sets its title first thing after the fork: wait for it (/proc is the event).
+        $title = fn () => trim((string) @file_get_contents("/proc/$job/cmdline"), "\0");
+        $deadline = microtime(true) + 10;
+        while ($title() !== 'forklift: sup parallel - sleeper - asked' && microtime(true) < $deadline) {
+            usleep(1000);
+        }
+        $this->assertSame('forklift: sup parallel - sleeper - asked', $title());
         $text = forklift_cli(['status', "--pid-file=$this->pidFile"]);
         $this->assertSame(0, $text['status'], $text['err']);
         $this->assertMatchesRegularExpression('/^sup\s+running\nsupervisor ' . $p->pid() . '\s+dispatcher ' . $dispatcher . '/', $text['out']);

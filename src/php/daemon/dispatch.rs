@@ -27,6 +27,7 @@ use crate::core::spawn::{self, fork_child, Forked};
 use crate::core::sys;
 use crate::php::exceptions::{from_core, invalid};
 use crate::php::fork::max_frame;
+use crate::php::pool::for_daemon;
 use crate::php::result::JobResult;
 use crate::php::{child, hooks, signals, zend};
 
@@ -112,37 +113,56 @@ pub(super) fn status_json(d: &Daemon) -> String {
         st.jobs.push(crate::core::daemon::status::JobStatus {
             name: i.name.clone(),
             schedule: Some(format!("every {} s (in the dispatcher)", i.interval)),
+            runs: i.runs,
+            missed: i.overruns,
+            last_duration: i.last_duration,
+            last_error: i.last_error.clone(),
             ..Default::default()
         });
     }
     serde_json::to_string(&st).unwrap_or_else(|_| "{}".into())
 }
 
-/// The pools' part of the status, from their `stats()`.
+/// The pools' part of the status.
 fn pool_status(d: &Daemon) -> Vec<PoolStatus> {
     let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
-    let mut out = Vec::new();
-    for p in pools {
-        let Some(obj) = p.object() else { continue };
-        let Ok(stats) = obj.try_call_method("stats", vec![]) else {
-            drop(ExecutorGlobals::take_exception());
-            continue;
-        };
-        let Some(h) = stats.array() else { continue };
-        let n = |k: &str| h.get(k).and_then(|v| v.long()).unwrap_or(0).max(0) as u64;
-        out.push(PoolStatus {
-            name: h
-                .get("name")
-                .and_then(|v| v.string())
-                .unwrap_or_else(|| "pool".into()),
-            workers: n("workers"),
-            busy: n("busy"),
-            queued: n("queued"),
-            worker_restarts: n("restarts"),
-            tasks_done: n("completed"),
-        });
+    pools.iter().filter_map(for_daemon::status).collect()
+}
+
+/// Between turns: the daemon's pools replace workers, take results and run their callbacks.
+fn service_pools(d: &Daemon) {
+    let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
+    for p in &pools {
+        if for_daemon::service(p).is_err() {
+            let why = ExecutorGlobals::take_exception()
+                .map(|ex| crate::php::records::read_exception(&ex).message)
+                .unwrap_or_else(|| "it failed".into());
+            say(d, Level::Error, &format!("a pool's onResult callback threw: {why}"));
+        }
     }
-    out
+}
+
+fn pools_idle(d: &Daemon) -> bool {
+    d.inner.borrow().pools.iter().all(for_daemon::idle)
+}
+
+/// At the end of a stop: the pools are shut down (or killed, after the stop timeout).
+fn close_pools(d: &Daemon, kill: bool) {
+    let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
+    for p in &pools {
+        match for_daemon::close(p, kill) {
+            Ok(0) => {}
+            Ok(n) => say(
+                d,
+                Level::Warning,
+                &format!("a pool was killed at the stop timeout: {n} queued task(s) were not run"),
+            ),
+            Err(_) => {
+                drop(ExecutorGlobals::take_exception());
+                say(d, Level::Error, "a pool could not be shut down cleanly");
+            }
+        }
+    }
 }
 
 /// Things the loop found, handled outside any borrow.
@@ -308,11 +328,14 @@ fn serve(
             begin_stop(d, lp, "stop() was called");
         }
         collect_ended(d, lp)?;
+        service_pools(d);
         fire_due(d)?;
         start_runs(d, max_frame)?;
-        // Stopping: done when nothing runs; at the stop timeout, what runs is ended.
+        // Stopping: done when nothing runs (pools idle too); at the stop timeout, what runs is
+        // ended.
         let stopping = d.inner.borrow().plan.is_stopping();
-        if stopping && d.inner.borrow().plan.is_idle() {
+        if stopping && d.inner.borrow().plan.is_idle() && (lp.expired || pools_idle(d)) {
+            close_pools(d, lp.expired);
             let how = if lp.handed_over { "handed over" } else { "stopped" };
             say(d, Level::Info, &format!("{how}: every run has ended"));
             return Ok(0);
@@ -553,10 +576,15 @@ fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
 }
 
 /// Calls an application callback; an exception it throws is logged (with where it came from)
-/// and cleared: a callback never takes the dispatcher down.
-fn call_app(d: &Daemon, f: &Zval, params: &[&dyn ext_php_rs::convert::IntoZvalDyn], what: &str) {
+/// and cleared: a callback never takes the dispatcher down. Returns the exception's text.
+fn call_app(
+    d: &Daemon,
+    f: &Zval,
+    params: &[&dyn ext_php_rs::convert::IntoZvalDyn],
+    what: &str,
+) -> Option<String> {
     let Ok(callable) = ZendCallable::new(f) else {
-        return;
+        return Some("not callable".into());
     };
     let r = callable.try_call(params.to_vec());
     if r.is_err() || ExecutorGlobals::has_exception() {
@@ -567,23 +595,33 @@ fn call_app(d: &Daemon, f: &Zval, params: &[&dyn ext_php_rs::convert::IntoZvalDy
             })
             .unwrap_or_else(|| "it failed".into());
         say(d, Level::Error, &format!("{what} threw {message}"));
+        return Some(message);
     }
+    None
 }
 
 fn fire_due(d: &Daemon) -> PhpResult<()> {
     let fired = d.inner.borrow_mut().plan.fire(Clock::now());
     for f in fired {
         match f {
-            Fired::Inline { callback, missed } => {
+            Fired::Inline { callback, .. } => {
                 let (f, name, interval) = {
                     let s = d.inner.borrow();
                     let i = &s.inline[callback];
                     (i.callable.shallow_clone(), i.name.clone(), i.interval)
                 };
-                let _ = missed;
                 let started = Instant::now();
-                call_app(d, &f, &[], &format!("timer {name}"));
+                let error = call_app(d, &f, &[], &format!("timer {name}"));
                 let took = started.elapsed().as_secs_f64();
+                {
+                    let mut s = d.inner.borrow_mut();
+                    let i = &mut s.inline[callback];
+                    i.runs += 1;
+                    i.last_duration = Some(took);
+                    if error.is_some() {
+                        i.last_error = error;
+                    }
+                }
                 if took > interval {
                     say(
                         d,
@@ -597,7 +635,10 @@ fn fire_due(d: &Daemon) -> PhpResult<()> {
             }
             Fired::Missed { target, count } => {
                 let name = {
-                    let s = d.inner.borrow();
+                    let mut s = d.inner.borrow_mut();
+                    if let crate::core::daemon::plan::Target::Inline(n) = target {
+                        s.inline[n].overruns += count;
+                    }
                     match target {
                         crate::core::daemon::plan::Target::Inline(n) => s.inline[n].name.clone(),
                         crate::core::daemon::plan::Target::Job(j) => s.plan.job_def(j).name.clone(),

@@ -54,6 +54,11 @@ pub(crate) struct Inline {
     pub(crate) name: String,
     pub(crate) callable: Zval,
     pub(crate) interval: f64,
+    pub(crate) runs: u64,
+    /// Ticks missed because a run (or the loop) was late.
+    pub(crate) overruns: u64,
+    pub(crate) last_duration: Option<f64>,
+    pub(crate) last_error: Option<String>,
 }
 
 pub(crate) struct State {
@@ -389,6 +394,10 @@ impl Daemon {
                 name,
                 callable: r#fn.shallow_clone(),
                 interval: seconds,
+                runs: 0,
+                overruns: 0,
+                last_duration: None,
+                last_error: None,
             });
             s.plan
                 .add_every(interval, policy, Target::Inline(index))

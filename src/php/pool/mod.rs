@@ -452,3 +452,61 @@ impl Drop for Pool {
         self.inner.borrow_mut().removed = true;
     }
 }
+
+/// What a daemon does with the pools it owns (`Forklift\Daemon::pool()`): between its turns it
+/// replaces workers, takes finished tasks and runs `onResult`; it shows them in status; at its
+/// stop it waits until they are idle and shuts them down (or kills them at its stop timeout).
+pub(crate) mod for_daemon {
+    use super::*;
+    use crate::core::daemon::status::PoolStatus;
+
+    fn pool_of(z: &Zval) -> Option<&Pool> {
+        z.extract::<&Pool>()
+    }
+
+    /// Between turns: missing workers forked, finished tasks taken, callbacks run.
+    pub(crate) fn service(z: &Zval) -> PhpResult<()> {
+        let Some(p) = pool_of(z) else { return Ok(()) };
+        if p.inner.borrow().removed {
+            return Ok(());
+        }
+        check_owner(&p.inner)?;
+        state::spawn_missing(&p.inner)?;
+        state::collect(&p.inner)?;
+        deliver(&p.inner)
+    }
+
+    /// Whether no task is queued or running.
+    pub(crate) fn idle(z: &Zval) -> bool {
+        match pool_of(z) {
+            Some(p) if !p.inner.borrow().removed => core(&p.inner, |c| c.idle()).unwrap_or(true),
+            _ => true,
+        }
+    }
+
+    /// Shuts the pool down (or kills it); how many queued tasks were handed back unrun.
+    pub(crate) fn close(z: &Zval, kill: bool) -> PhpResult<usize> {
+        let mut z = z.shallow_clone();
+        match <&mut Pool>::from_zval_mut(&mut z) {
+            Some(p) if !p.inner.borrow().removed => Ok(p.close(kill)?.len()),
+            _ => Ok(0),
+        }
+    }
+
+    pub(crate) fn status(z: &Zval) -> Option<PoolStatus> {
+        let p = pool_of(z)?;
+        let name = p.inner.borrow().setup.name.clone();
+        core(&p.inner, |c| {
+            let counters = c.counters().clone();
+            PoolStatus {
+                name,
+                workers: c.workers().len() as u64,
+                busy: c.running() as u64,
+                queued: c.queued() as u64,
+                worker_restarts: counters.recycled + counters.crashed,
+                tasks_done: counters.completed,
+            }
+        })
+        .ok()
+    }
+}

@@ -91,7 +91,7 @@ pub(crate) fn check_owner(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
 
 /// Forks the workers the pool is missing, from this top-level frame: no borrow of the pool or the
 /// runtime is held across a fork.
-fn spawn_missing(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
+pub(crate) fn spawn_missing(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
     let id = inner.borrow().id;
     let missing =
         runtime::with(|rt| Ok(rt.pool(id)?.missing(Instant::now()))).map_err(from_core)?;
@@ -125,7 +125,7 @@ fn spawn_missing(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
 
 /// Takes the pool's finished tasks: results to their slots and to `undelivered`. Unserializing a
 /// value may run the application's code, so it happens here, outside the runtime.
-fn collect(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
+pub(crate) fn collect(inner: &Rc<RefCell<Inner>>) -> PhpResult<()> {
     let id = inner.borrow().id;
     let finished = runtime::with(|rt| Ok(rt.pool(id)?.take_finished())).map_err(from_core)?;
     for f in finished {
