@@ -287,6 +287,115 @@ final class SupervisorTest extends TestCase
         $this->assertStringContainsString('is not a readable file', $r['err']);
     }
 
+    public function test_systemd_hears_ready_reloading_stopping_and_watchdog_pings(): void
+    {
+        $path = "$this->dir/notify";
+        $server = stream_socket_server("udg://$path", $errno, $error, STREAM_SERVER_BIND);
+        $this->assertNotFalse($server, $error);
+        $next = function () use ($server): ?string {
+            $r = [$server];
+            $w = $e = null;
+            if (stream_select($r, $w, $e, 10) !== 1) {
+                return null;
+            }
+            return stream_socket_recvfrom($server, 4096);
+        };
+        // WATCHDOG_PID must be the supervisor's own pid: the shell execs PHP, which keeps it.
+        $p = new CliProcess(
+            ['run', $this->app('$d->every(1, fn () => null);')],
+            ['NOTIFY_SOCKET' => $path, 'WATCHDOG_USEC' => '100000'],
+            ['sh', '-c', 'WATCHDOG_PID=$$ exec "$0" "$@"']
+        );
+        $this->started[] = $p;
+        $messages = [];
+        $expect = function (string $prefix) use ($next, &$messages): string {
+            while (($m = $next()) !== null) {
+                $messages[] = $m;
+                if (str_starts_with($m, $prefix)) {
+                    return $m;
+                }
+            }
+            $this->fail("no \"$prefix\" among: " . json_encode($messages));
+        };
+        $ready = $expect('READY=1');
+        $this->assertMatchesRegularExpression('/^READY=1\nSTATUS=dispatcher pid \d+$/', $ready);
+        $expect('WATCHDOG=1');
+        $expect('WATCHDOG=1');
+        $p->kill(SIGHUP);
+        $expect('RELOADING=1');
+        $this->assertMatchesRegularExpression('/^READY=1\nSTATUS=reloaded: dispatcher pid \d+$/', $expect('READY=1'));
+        $p->kill(SIGTERM);
+        $expect('STOPPING=1');
+        $this->assertSame(0, $p->wait(20), $p->log);
+    }
+
+    public function test_sigusr1_writes_the_status_to_the_log(): void
+    {
+        [$p, $dispatcher] = $this->startRunning($this->app('$d->every(1, fn () => null, name: "beat");'));
+        $p->kill(SIGUSR1);
+        $m = $p->waitFor('/dispatcher\[' . $dispatcher . '\] info: status: (\{.*\})$/');
+        $this->assertNotNull($m, $p->log);
+        $status = json_decode($m[1], true, 512, JSON_THROW_ON_ERROR);
+        $this->assertSame('beat', $status['jobs'][0]['name']);
+    }
+
+    /** Waits until `$file` has a line matching `$regex` (the daemon writes its log there). */
+    private function waitInFile(string $file, string $regex, float $timeout = 10.0): ?array
+    {
+        $deadline = microtime(true) + $timeout;
+        do {
+            if (is_file($file) && preg_match($regex, (string) file_get_contents($file), $m)) {
+                return $m;
+            }
+            usleep(5000);
+        } while (microtime(true) < $deadline);
+        return null;
+    }
+
+    public function test_daemonize_detaches_into_its_own_session_with_the_log_as_stdio(): void
+    {
+        $log = "$this->dir/daemon.log";
+        $r = forklift_cli(['run', $this->app('$d->every(1, fn () => null);'), '--daemonize', "--log=$log"]);
+        $this->assertSame(0, $r['status'], $r['err']);
+        $this->assertStringContainsString("started in the background (log: $log)", $r['out']);
+        $m = $this->waitInFile($log, '/supervisor\[(\d+)\] info: dispatcher pid (\d+) is running/');
+        $this->assertNotNull($m, (string) @file_get_contents($log));
+        $supervisor = (int) $m[1];
+        $this->assertSame('/', readlink("/proc/$supervisor/cwd"));
+        $this->assertSame($log, readlink("/proc/$supervisor/fd/2"));
+        $this->assertSame($log, readlink("/proc/$supervisor/fd/1"));
+        $this->assertSame('/dev/null', readlink("/proc/$supervisor/fd/0"));
+        $this->assertNotSame(posix_getsid(0), posix_getsid($supervisor), 'a session of its own');
+        $stop = forklift_cli(['stop', "--pid-file=$this->pidFile"]);
+        $this->assertSame(0, $stop['status'], $stop['err']);
+        $this->assertFalse(DaemonKit::alive($supervisor));
+    }
+
+    public function test_user_drops_privileges_before_the_application_is_loaded(): void
+    {
+        if (posix_geteuid() !== 0) {
+            $this->markTestSkipped('needs root to change user');
+        }
+        $nobody = posix_getpwnam('nobody');
+        chmod($this->dir, 0777);
+        $app = $this->app('$d->every(1, fn () => null); file_put_contents("$dir/loaded-as", posix_geteuid());');
+        chmod($app, 0644);
+        [$p, $dispatcher] = (function () use ($app) {
+            $p = new CliProcess(['run', $app, '--user=nobody']);
+            $this->started[] = $p;
+            $m = $p->waitFor('/dispatcher pid (\d+) is running/');
+            $this->assertNotNull($m, $p->log);
+            return [$p, (int) $m[1]];
+        })();
+        $this->assertSame((string) $nobody['uid'], file_get_contents("$this->dir/loaded-as"));
+        foreach ([$p->pid(), $dispatcher] as $pid) {
+            $this->assertMatchesRegularExpression('/\nUid:\s+' . $nobody['uid'] . '\s+' . $nobody['uid'] . '\s/', file_get_contents("/proc/$pid/status"));
+        }
+        $this->assertSame($nobody['uid'], fileowner($this->pidFile));
+        $p->kill(SIGTERM);
+        $this->assertSame(0, $p->wait(20), $p->log);
+    }
+
     public function test_metrics_pass_promtool(): void
     {
         $promtool = trim((string) shell_exec('command -v promtool'));

@@ -171,7 +171,18 @@ fn begin_stop(s: &mut Sup, why: &str) {
 
 fn supervise(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> {
     s.current = Some(spawn_dispatcher(dispatcher, max_frame)?);
+    // systemd's watchdog (WatchdogSec=): a ping at half the interval, from the loop itself.
+    let mut usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(10)));
+    let mut next_ping = watchdog.map(|every| Instant::now() + every);
     loop {
+        if let (Some(every), Some(at)) = (watchdog, next_ping) {
+            if Instant::now() >= at {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                next_ping = Some(Instant::now() + every);
+            }
+        }
         let (sigs, ready) = runtime::with(|rt| Ok((rt.take_signals(), rt.take_ready())))
             .map_err(from_core)?;
         for sig in sigs {
@@ -224,7 +235,7 @@ fn supervise(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> 
             })
             .map_err(from_core)?;
         }
-        let wake = [s.restart_at, s.kill_at].into_iter().flatten().min();
+        let wake = [s.restart_at, s.kill_at, next_ping].into_iter().flatten().min();
         let waited = runtime::with(|rt| {
             if rt.has_ready() {
                 return Ok(true);

@@ -89,10 +89,11 @@ final class CliProcess
     private string $buffer = '';
     public string $log = '';
 
-    public function __construct(array $args, array $env = [])
+    /** @param list<string> $prefix a command the PHP runs behind (it must exec it: the pid stays) */
+    public function __construct(array $args, array $env = [], array $prefix = [])
     {
         $root = dirname(__DIR__, 3);
-        $cmd = [PHP_BINARY, '-d', 'extension=' . Procfs::loadedExtension(), $root . '/bin/forklift', ...$args];
+        $cmd = [...$prefix, PHP_BINARY, '-d', 'extension=' . Procfs::loadedExtension(), $root . '/bin/forklift', ...$args];
         $this->proc = proc_open(
             $cmd,
             [0 => ['file', '/dev/null', 'r'], 1 => ['file', '/dev/null', 'w'], 2 => ['pipe', 'w']],
