@@ -101,6 +101,19 @@ impl Runtime {
         !self.sources.ready.is_empty() || !self.sources.signals.is_empty()
     }
 
+    /// A turn for a loop that takes sources and signals: none while something already waits to
+    /// be taken (so nothing is slept on), else `turn_unless`.
+    pub fn turn_unless_ready(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        interrupted: Option<&dyn Fn() -> bool>,
+    ) -> Result<bool> {
+        if self.has_ready() {
+            return Ok(true);
+        }
+        self.turn_unless(deadline, interrupted)
+    }
+
     /// Handles an event whose token is a source's; false when it is a child's.
     pub(super) fn source_event(&mut self, ev: Event) -> bool {
         if ev.token >> 33 != SOURCE_INDEX as u64 {

@@ -381,13 +381,8 @@ fn serve(
         if d.inner.borrow().stop_asked && !d.inner.borrow().plan.is_stopping() {
             continue;
         }
-        let waited = runtime::with(|rt| {
-            if rt.has_ready() {
-                return Ok(true);
-            }
-            rt.turn_unless(wake, Some(&signals::interrupted))
-        })
-        .map_err(from_core)?;
+        let waited = runtime::with(|rt| rt.turn_unless_ready(wake, Some(&signals::interrupted)))
+            .map_err(from_core)?;
         if !waited {
             if let Err(e) = signals::run_pending() {
                 // A pcntl handler threw or exit() was called: stop, and say why.

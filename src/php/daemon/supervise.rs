@@ -236,13 +236,8 @@ fn supervise(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> 
             .map_err(from_core)?;
         }
         let wake = [s.restart_at, s.kill_at, next_ping].into_iter().flatten().min();
-        let waited = runtime::with(|rt| {
-            if rt.has_ready() {
-                return Ok(true);
-            }
-            rt.turn_unless(wake, Some(&signals::interrupted))
-        })
-        .map_err(from_core)?;
+        let waited = runtime::with(|rt| rt.turn_unless_ready(wake, Some(&signals::interrupted)))
+            .map_err(from_core)?;
         if !waited {
             signals::run_pending()?;
         }
