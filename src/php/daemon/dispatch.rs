@@ -776,16 +776,24 @@ fn collect_ended(d: &Daemon, lp: &mut Loop) -> PhpResult<()> {
         .map(|(r, c)| (*r, *c))
         .collect();
     for (run, cid) in running {
-        let report = runtime::with(|rt| {
+        // A finished run's report, taken out of the runtime; None while it runs. A run the
+        // runtime does not know (never: it is only forgotten once taken) is dropped here.
+        let (report, known) = runtime::with(|rt| {
             Ok(match rt.job_state(cid) {
-                Some(JobState::Finished) | None => rt.take_report(cid),
-                Some(JobState::Running) => continue_running(),
+                Some(JobState::Running) => (None, true),
+                Some(JobState::Finished) => (rt.take_report(cid), true),
+                None => (None, false),
             })
         })
         .map_err(from_core)?;
         let Some(report) = report else {
-            if runtime::with(|rt| Ok(rt.job_state(cid))).map_err(from_core)?.is_none() {
+            if !known {
                 d.inner.borrow_mut().children.remove(&run);
+                let name = {
+                    let s = d.inner.borrow();
+                    s.plan.run(run).map(|r| s.plan.job_def(r.job).name.clone()).unwrap_or_default()
+                };
+                not_started(d, run, &name, "its child is unknown to the runtime (a bug)".into());
             }
             continue;
         };
@@ -827,8 +835,4 @@ fn collect_ended(d: &Daemon, lp: &mut Loop) -> PhpResult<()> {
         emit(d, false, event);
     }
     Ok(())
-}
-
-fn continue_running() -> Option<crate::core::outcome::Report> {
-    None
 }
