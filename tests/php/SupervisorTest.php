@@ -396,6 +396,41 @@ final class SupervisorTest extends TestCase
         $this->assertSame(0, $p->wait(20), $p->log);
     }
 
+    public function test_an_unwritable_pid_file_directory_is_named_in_the_refusal(): void
+    {
+        if (posix_geteuid() !== 0) {
+            $this->markTestSkipped('needs root to run the daemon as another user');
+        }
+        chmod($this->dir, 0755); // root's: nobody cannot create the pid file in it
+        $app = $this->app('$d->every(1, fn () => null);');
+        chmod($app, 0644);
+        $p = new CliProcess(['run', $app, '--user=nobody']);
+        $this->started[] = $p;
+        $this->assertSame(1, $p->wait(20), $p->log);
+        $this->assertStringContainsString($this->pidFile, $p->log);
+        $this->assertMatchesRegularExpression('/not writable|permission/i', $p->log);
+        $this->assertFileDoesNotExist($this->pidFile);
+    }
+
+    public function test_a_monolog_logger_gets_the_dispatcher_s_lines(): void
+    {
+        $this->assertFileExists('/usr/share/php/Monolog/autoload.php', 'scripts/setup.sh installs php-monolog');
+        $log = "$this->dir/monolog.log";
+        [$p] = $this->startRunning($this->app(<<<PHP
+        require_once '/usr/share/php/Monolog/autoload.php';
+        \$logger = new Monolog\\Logger('shop', [new Monolog\\Handler\\StreamHandler('$log')]);
+        \$d = new Forklift\\Daemon('sup', pidFile: '$this->pidFile', logger: \$logger);
+        \$d->job('quick', fn () => 1, parallel: true);
+        \$d->every(0.01, function () use (\$d) { static \$once = false; if (!\$once) { \$once = true; \$d->start('quick'); } });
+        PHP));
+        $m = $this->waitInFile($log, '/shop\.INFO: job quick \(pid \d+\) ended: ok in/');
+        $this->assertNotNull($m, (string) @file_get_contents($log));
+        $this->assertStringContainsString('shop.INFO: started (pid', file_get_contents($log));
+        $p->kill(SIGTERM);
+        $this->assertSame(0, $p->wait(20), $p->log);
+        $this->assertStringContainsString('shop.INFO: stopped: every run has ended', file_get_contents($log));
+    }
+
     public function test_metrics_pass_promtool(): void
     {
         $promtool = trim((string) shell_exec('command -v promtool'));
