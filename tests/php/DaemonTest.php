@@ -170,6 +170,7 @@ final class DaemonTest extends TestCase
         $job = array_values(array_filter($status['jobs'], fn ($j) => $j['name'] === 'slow'))[0];
         $this->assertSame(2, $job['skipped']);
         $this->assertTrue($this->log->contains('job slow not started: still running (pid'), $this->log->text());
+        $this->assertTrue($this->log->contains('job slow: 1 more run(s) were not started while it ran'), $this->log->text());
     }
 
     public function test_events_carry_the_run_and_its_result_whatever_the_job_did(): void

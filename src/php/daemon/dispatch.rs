@@ -82,9 +82,39 @@ pub(super) fn ask(
         Ok(run) => Ok(Some(run.0 as i64)),
         Err(reason) => {
             drop(s);
-            say(d, Level::Notice, &format!("job {job} not started: {reason}"));
+            skipped(d, job, &reason);
             Ok(None)
         }
+    }
+}
+
+/// A run not started by the overlap rule: the first is logged, the ones after it are counted and
+/// summed up when the job next ends (a timer every 50 ms must not write 20 lines a second).
+fn skipped(d: &Daemon, job: &str, reason: &str) {
+    let first = {
+        let mut s = d.inner.borrow_mut();
+        let n = s.skips.entry(job.to_string()).or_insert(0);
+        *n += 1;
+        *n == 1
+    };
+    if first {
+        say(
+            d,
+            Level::Notice,
+            &format!("job {job} not started: {reason} (further skips are counted until it ends)"),
+        );
+    }
+}
+
+/// When a job ends: how many of its runs were skipped meanwhile, logged once.
+fn skips_summed(d: &Daemon, job: &str) {
+    let n = d.inner.borrow_mut().skips.remove(job).unwrap_or(0);
+    if n > 1 {
+        say(
+            d,
+            Level::Notice,
+            &format!("job {job}: {} more run(s) were not started while it ran", n - 1),
+        );
     }
 }
 
@@ -551,7 +581,10 @@ fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
                     d.inner.borrow().name
                 ));
             }
-            Down::EndedElsewhere { job } => d.inner.borrow_mut().plan.ended_elsewhere(&job),
+            Down::EndedElsewhere { job } => {
+                d.inner.borrow_mut().plan.ended_elsewhere(&job);
+                skips_summed(d, &job);
+            }
             Down::Go { .. } | Down::Refuse { .. } => {}
         }
     }
@@ -647,7 +680,7 @@ fn fire_due(d: &Daemon) -> PhpResult<()> {
             }
             Fired::Skipped { job, reason } => {
                 let name = d.inner.borrow().plan.job_def(job).name.clone();
-                say(d, Level::Notice, &format!("job {name} not started: {reason}"));
+                skipped(d, &name, &reason);
             }
             Fired::Queued(_) => {}
         }
@@ -827,6 +860,7 @@ fn collect_ended(d: &Daemon, lp: &mut Loop) -> PhpResult<()> {
                 &format!("job {name} (pid {pid}) ended: {outcome} in {duration:.3} s: {c}"),
             ),
         }
+        skips_summed(d, &name);
         if lp.handed_over {
             if let Some((link, _)) = &lp.link {
                 link.send(&Up::Ended { job: name.clone() });

@@ -82,6 +82,8 @@ pub(crate) struct State {
     pub(crate) running_in: Option<i32>,
     /// `stop()` was called (from a callback) or TERM came.
     pub(crate) stop_asked: bool,
+    /// Runs not started by the overlap rule since the job's last end, by job name.
+    pub(crate) skips: HashMap<String, u64>,
 }
 
 #[php_class]
@@ -263,6 +265,7 @@ impl Daemon {
                 children: HashMap::new(),
                 running_in: None,
                 stop_asked: false,
+                skips: HashMap::new(),
             })),
         })
     }
