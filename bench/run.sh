@@ -19,12 +19,19 @@
 #   4. timeout latency (bench/timeouts.php): how long after a job's timeout: wait() returns
 #      (goal p99 < 10 ms), and how long after Forklift\timeout()'s deadline the TimeoutException is
 #      caught, for a CPU loop and for usleep() (goal p99 < 2 ms). Percentiles, no baseline.
+#   5. the daemon (bench/daemon.php, bench/daemon_app.php), BENCH_DAEMON_ROUNDS rounds interleaved:
+#        timer drift of Daemon::every(0.001) at tick 10 000 vs a `usleep(1000); work();` loop
+#        (goal < 1 ms); CPU of supervisor + dispatcher (bin/forklift run) while 1 000 jobs sleep vs
+#        a pcntl waitpid(WNOHANG) + usleep(10 ms) loop (goal ~0); status query p50/p99 with those
+#        1 000 running; job start latency (due time -> the job's first line) of every(0.05,
+#        fork: true) vs a plain loop calling Forklift\fork() at the same grid.
 #
 # Informational: speed is never asserted; exits 0 when goals are missed, and also when Forklift is
 # not available yet (shown as n/a). Exits 1 only when a run that could run failed (crash, wrong
 # result) or a prerequisite (php, cc, pcntl/sockets/posix) is missing.
 #
-# env (defaults in brackets; a default `make bench` takes a little over a minute on 2 cores):
+# env (defaults in brackets; a default `make bench` takes about 3.5 minutes on 2 cores, 2.5 of them
+# in section 5):
 #   BENCH_ROUNDS          [5]     rounds of every interleaved comparison (sections 1-3)
 #   BENCH_ITER_SMALL      [400]   fork round trips per run at ~10 MB, per side and round
 #   BENCH_ITER_LARGE      [60]    fork round trips per run at ~200 MB, per side and round
@@ -36,9 +43,15 @@
 #                                 the soft open-files limit is raised up to the hard limit here)
 #   BENCH_TIMEOUT_KILL    [200]   jobs killed at their timeout (section 4)
 #   BENCH_TIMEOUT_INPROC  [500]   in-process timeouts of each kind (section 4)
+#   BENCH_DAEMON_ROUNDS   [3, or BENCH_ROUNDS when smaller]  rounds of every daemon comparison
+#   BENCH_DAEMON_TICKS    [10000] ticks of the 1 ms timer (section 5; ~10 s per side and round)
+#   BENCH_DAEMON_JOBS     [1000]  sleeping jobs (section 5; the open-files limit is raised for them)
+#   BENCH_DAEMON_QUERIES  [200]   status queries per round
+#   BENCH_DAEMON_STARTS   [200]   job starts per side and round, one per 50 ms tick
 # A quick run while developing:
 #   BENCH_ROUNDS=3 BENCH_ITER_SMALL=50 BENCH_ITER_LARGE=10 BENCH_POOL_TASKS=2000 \
-#   BENCH_WAIT_ANY_LARGE=500 BENCH_TIMEOUT_KILL=20 BENCH_TIMEOUT_INPROC=50 bench/run.sh
+#   BENCH_WAIT_ANY_LARGE=500 BENCH_TIMEOUT_KILL=20 BENCH_TIMEOUT_INPROC=50 \
+#   BENCH_DAEMON_TICKS=2000 BENCH_DAEMON_STARTS=40 bench/run.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -65,15 +78,22 @@ BENCH_POOL_WORKERS=$(posint BENCH_POOL_WORKERS 4)
 BENCH_POOL_PREFETCH=$(posint BENCH_POOL_PREFETCH 8)
 BENCH_WAIT_ANY_SMALL=$(posint BENCH_WAIT_ANY_SMALL 250)
 BENCH_WAIT_ANY_LARGE=$(posint BENCH_WAIT_ANY_LARGE 1000)
+BENCH_DAEMON_ROUNDS=$(posint BENCH_DAEMON_ROUNDS $((ROUNDS < 3 ? ROUNDS : 3)))
+BENCH_DAEMON_TICKS=$(posint BENCH_DAEMON_TICKS 10000)
+BENCH_DAEMON_JOBS=$(posint BENCH_DAEMON_JOBS 1000)
+BENCH_DAEMON_QUERIES=$(posint BENCH_DAEMON_QUERIES 200)
+BENCH_DAEMON_STARTS=$(posint BENCH_DAEMON_STARTS 200)
 export BENCH_ROUNDS BENCH_POOL_TASKS BENCH_POOL_WORKERS BENCH_POOL_PREFETCH BENCH_WAIT_ANY_SMALL BENCH_WAIT_ANY_LARGE
+export BENCH_DAEMON_ROUNDS BENCH_DAEMON_TICKS BENCH_DAEMON_JOBS BENCH_DAEMON_QUERIES BENCH_DAEMON_STARTS
 
 command -v php >/dev/null 2>&1 || die "php not found (run: make setup)"
 command -v cc >/dev/null 2>&1 || die "cc not found (run: make setup)"
 
-# Section 3 keeps up to BENCH_WAIT_ANY_LARGE jobs unreaped, 2 file descriptors each: raise the
-# soft open-files limit (often 1024) as far as the hard limit allows. bench/wait_any.php says
-# "not available" when it is still too low.
+# Section 3 keeps up to BENCH_WAIT_ANY_LARGE jobs unreaped, 2 file descriptors each, and the
+# dispatcher of section 5 ~2 per sleeping job: raise the soft open-files limit (often 1024) as far
+# as the hard limit allows. bench/wait_any.php says "not available" when it is still too low.
 nofile_need=$((2 * (BENCH_WAIT_ANY_SMALL > BENCH_WAIT_ANY_LARGE ? BENCH_WAIT_ANY_SMALL : BENCH_WAIT_ANY_LARGE) + 64))
+((nofile_need >= 3 * BENCH_DAEMON_JOBS + 64)) || nofile_need=$((3 * BENCH_DAEMON_JOBS + 64))
 nofile_soft=$(ulimit -Sn)
 if [[ $nofile_soft != unlimited ]] && ((nofile_soft < nofile_need)); then
     nofile_hard=$(ulimit -Hn)
@@ -263,5 +283,11 @@ echo "(informational, speed is not asserted)"
 section "== 4. timeouts" "$TIMEOUT_KILL jobs killed at their timeout, $TIMEOUT_INPROC in-process timeouts each" \
     bench/timeouts.php "$TIMEOUT_KILL" "$TIMEOUT_INPROC"
 echo "(latency = how long past the deadline; informational, speed is not asserted)"
+
+# bench/daemon.php starts its sides as subprocesses (and bin/forklift run) with this extension.
+export FORKLIFT_EXTENSION=$EXT
+section "== 5. daemon" "timer drift, CPU while $BENCH_DAEMON_JOBS jobs sleep, status queries, job start latency; $BENCH_DAEMON_ROUNDS rounds interleaved" \
+    bench/daemon.php
+echo "(informational, speed is not asserted)"
 
 exit "$FAILED"
