@@ -488,8 +488,10 @@ final class Daemon
 
     /**
      * An interval timer, drift-free: tick n is due at start + n × $seconds whatever the callback
-     * costs. The callback runs in the dispatcher; a callback that runs past ticks is an overrun
-     * (logged, counted) and $missed says what happens to them ("skip" or "run-once"). With
+     * costs. The callback runs in the dispatcher; a callback (or loop) late past ticks is an
+     * overrun, logged and counted. $missed: "skip" drops the ticks that passed and runs the latest
+     * if it is at most half an interval late (else waits for the next one); "run-once" makes up
+     * for them with one run at once. With
      * `fork: true` each tick is a run of a job named $name, parallel or in `$lane`, with limits.
      */
     public function every(

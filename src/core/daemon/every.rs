@@ -21,10 +21,14 @@ pub enum Missed {
 pub struct Fired {
     /// The tick due now (1 is the first, at start + interval).
     pub tick: u64,
-    /// Ticks that passed without a run since the last one (an overrun when more than 0).
+    /// When that tick was due (the run is late by now − due).
+    pub due: Instant,
+    /// Ticks that passed without a run since the last one, this one included when it does not
+    /// run (an overrun when more than 0).
     pub missed: u64,
-    /// Whether to run the callback now: always when nothing was missed; after an overrun only
-    /// with [`Missed::RunOnce`] (with [`Missed::Skip`] the next run is the next tick ahead).
+    /// Whether to run the callback now: when no tick was missed before this one; after an
+    /// overrun with [`Missed::RunOnce`] always, with [`Missed::Skip`] only if this tick is late
+    /// by at most half an interval (else the next run is the next tick ahead).
     pub run: bool,
 }
 
@@ -73,12 +77,17 @@ impl Every {
         // The latest tick that is due at `now`.
         let elapsed = now.saturating_duration_since(self.start).as_nanos();
         let latest = (elapsed / self.interval.as_nanos().max(1)) as u64;
-        let missed = latest - self.next;
+        let skipped = latest - self.next;
         self.next = latest + 1;
+        let due = self.at(latest);
+        let run = skipped == 0
+            || self.missed == Missed::RunOnce
+            || now.saturating_duration_since(due) <= self.interval / 2;
         Some(Fired {
             tick: latest,
-            missed,
-            run: missed == 0 || self.missed == Missed::RunOnce,
+            due,
+            missed: skipped + u64::from(!run),
+            run,
         })
     }
 }
@@ -102,6 +111,7 @@ mod tests {
             now = e.due() + ms(300);
             let fired = Fired {
                 tick: n,
+                due: e.due(),
                 missed: 0,
                 run: true,
             };
@@ -115,12 +125,24 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Every::new(t0, ms(100), Missed::Skip);
         assert!(e.fire(t0 + ms(100)).unwrap().run);
-        // The callback of tick 1 ran 350 ms: ticks 2, 3 and 4 passed while it ran.
-        let late = e.fire(t0 + ms(450)).unwrap();
-        assert_eq!((late.tick, late.missed, late.run), (4, 2, false));
+        // The callback of tick 1 ran 360 ms: ticks 2, 3 and 4 passed while it ran; tick 4 is
+        // 60 ms late, more than half an interval: it is skipped too.
+        let late = e.fire(t0 + ms(460)).unwrap();
+        assert_eq!((late.tick, late.missed, late.run), (4, 3, false));
         assert_eq!(e.due(), t0 + ms(500), "back on the grid");
         assert_eq!(e.fire(t0 + ms(499)), None);
         assert!(e.fire(t0 + ms(500)).unwrap().run);
+    }
+
+    #[test]
+    fn a_tick_a_little_late_after_an_overrun_still_runs() {
+        let t0 = Instant::now();
+        let mut e = Every::new(t0, ms(100), Missed::Skip);
+        assert!(e.fire(t0 + ms(100)).unwrap().run);
+        // Ticks 2 and 3 passed; tick 3 (due at 300) is only 20 ms late: it runs, 1 missed.
+        let late = e.fire(t0 + ms(320)).unwrap();
+        assert_eq!((late.tick, late.missed, late.run, late.due), (3, 1, true, t0 + ms(300)));
+        // Every tick is either run or counted: 3 ticks, 2 runs, 1 missed.
     }
 
     #[test]
@@ -130,6 +152,7 @@ mod tests {
         assert!(e.fire(t0 + ms(100)).unwrap().run);
         let late = e.fire(t0 + ms(450)).unwrap();
         assert_eq!((late.tick, late.missed, late.run), (4, 2, true));
+        assert_eq!(late.due, t0 + ms(400));
         assert_eq!(e.due(), t0 + ms(500));
     }
 

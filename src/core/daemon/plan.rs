@@ -371,7 +371,12 @@ impl Plan {
             let (runs, missed, scheduled) = match &mut self.entries[i].when {
                 When::Every(every) => match every.fire(now.mono) {
                     None => continue,
-                    Some(f) => (f.run as u64, f.missed, now.wall),
+                    // Scheduled: the wall-clock time at which the tick was due.
+                    Some(f) => {
+                        let late = now.mono.saturating_duration_since(f.due);
+                        let late = chrono::Duration::from_std(late).unwrap_or_default();
+                        (f.run as u64, f.missed, now.wall - late)
+                    }
                 },
                 When::Cron {
                     schedule,

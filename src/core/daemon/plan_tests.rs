@@ -346,3 +346,23 @@ fn cron_in_a_zone_follows_its_clock_across_dst() {
     let next = p.next_cron(a).unwrap();
     assert_eq!(next, local(tz, 2026, 3, 29, 3, 0), "fires at the change");
 }
+
+#[test]
+fn a_forked_interval_run_is_scheduled_at_its_tick_not_when_the_loop_got_to_it() {
+    let mut p = Plan::new();
+    let mut c = Fake::new();
+    let j = job(&mut p, "tick", Placement::Parallel);
+    p.add_every(Duration::from_millis(100), Missed::Skip, Target::Job(j))
+        .unwrap();
+    p.start(c.now(), None);
+    let start_wall = c.now().wall;
+    // The loop wakes 30 ms after the tick.
+    let fired = p.fire(c.go(Duration::from_millis(130)));
+    let [Fired::Queued(r)] = fired.as_slice() else {
+        panic!("{fired:?}")
+    };
+    assert_eq!(
+        p.run(*r).unwrap().scheduled,
+        start_wall + chrono::Duration::milliseconds(100)
+    );
+}

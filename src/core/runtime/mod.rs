@@ -233,8 +233,10 @@ impl Runtime {
         if entry.exited || !matches!(entry.role, Role::Job { report: None, .. }) {
             return;
         }
+        // Whole milliseconds: the report says "timed out after 1.075 s".
+        let ran = std::time::Duration::from_millis(entry.child.started.elapsed().as_millis() as u64);
         let limits = Deadline {
-            timeout: entry.child.started.elapsed(),
+            timeout: ran,
             grace,
         };
         entry.child.escalation = Some(Escalation::start(limits, entry.child.started));
