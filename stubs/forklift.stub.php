@@ -509,7 +509,7 @@ final class Daemon
     /** Calls `$fn(JobRun $run)` in the dispatcher each time a run starts. */
     public function onJobStart(mixed $fn): Daemon {}
 
-    /** Calls `$fn(JobRun $run)` in the dispatcher each time a run ends; `$run->result()` is its JobResult. */
+    /** Calls `$fn(JobRun $run)` in the dispatcher each time a run ends; `$run->result()` is its JobResult (null for a run that could not start: fork failed, a hook threw). */
     public function onJobEnd(mixed $fn): Daemon {}
 
     /** Calls `$fn(int $signo)` from the loop when the daemon gets `$signal`; TERM, INT, HUP, USR1 keep their meaning. */
@@ -538,8 +538,8 @@ final class Daemon
     /** The status table (what `bin/forklift status --json` prints). */
     public function status(): mixed {}
 
-    /** @internal bin/forklift run: the supervisor. Returns the exit code. */
-    public static function supervise(mixed $dispatcher): int {}
+    /** @internal bin/forklift run: the supervisor. Returns the exit code; with $daemonize (a log file) it detaches first and returns in the starting process once the daemon started (0) or failed (1). */
+    public static function supervise(mixed $dispatcher, ?string $daemonize = null): int {}
 
     /** @internal bin/forklift: asks a running daemon for "status" (JSON), "metrics" (text) or "ping". */
     public static function query(string $pidFile, string $what, float $timeout = 5.0): string {}
@@ -580,7 +580,7 @@ final class JobRun
     /** When its child started, Unix time. */
     public function startedAt(): float {}
 
-    /** How it ended; null in onJobStart. */
+    /** How it ended; null in onJobStart, and for a run that could not start. */
     public function result(): ?JobResult {}
 
     public function __debugInfo(): array {}

@@ -443,6 +443,85 @@ final class DaemonTest extends TestCase
         $this->assertSame([], array_filter($pool->stats()['workers'], fn ($w) => $w['state'] !== 'gone'), 'workers shut down');
     }
 
+    /** @return iterable<string, array{0: string, 1: int, 2: string}> */
+    public static function endingCallbacks(): iterable
+    {
+        yield 'exit(3) in onJobEnd' => ['$d->onJobEnd(fn () => exit(3));', 3, 'called exit()'];
+        yield 'exit() in a timer' => ['$d->every(0.05, function () { static $n = 0; if ($n++ === 2) exit(4); });', 4, 'called exit()'];
+        yield 'memory exhausted in a timer' => [
+            '$d->every(0.05, function () { static $n = 0; if ($n++ === 2) { ini_set("memory_limit", "16M"); $x = str_repeat("x", 64 << 20); } });',
+            255,
+            'died of a fatal error',
+        ];
+        yield 'exit() in a signal handler' => ['$d->on(SIGUSR2, fn () => exit(5)); $d->every(0.05, fn () => posix_kill(getmypid(), SIGUSR2));', 5, 'called exit()'];
+        yield 'exit() in the logger' => ['', 6, 'called exit()'];
+    }
+
+    /**
+     * @dataProvider endingCallbacks
+     * exit() or a fatal error in the dispatcher's own callbacks ends run() the way PHP would end the
+     * script (exit code, shutdown functions), after the running jobs are ended and the pid file,
+     * socket and signals given back.
+     */
+    public function test_exit_or_a_fatal_error_in_a_callback_ends_the_daemon_cleanly(string $define, int $code, string $said): void
+    {
+        $pidFile = "$this->dir/x.pid";
+        $logger = $code === 6
+            ? 'new class { public $n = 0; public function log($l, $m, $c = []) { if (str_contains($m, "ended: ok") && ++$this->n === 1) exit(6); } }'
+            : 'null';
+        $php = <<<PHP
+        \$d = new Forklift\\Daemon('x', pidFile: '$pidFile', logger: $logger);
+        \$d->job('long', function () { file_put_contents('$this->dir/long', getmypid()); sleep(30); }, parallel: true);
+        \$d->job('short', fn () => 1, parallel: true);
+        \$d->every(0.01, function () use (\$d) { static \$n = 0; if (\$n++ === 0) { \$d->start('long'); \$d->start('short'); } });
+        $define
+        register_shutdown_function(fn () => print("shutdown ran\\n"));
+        \$d->run();
+        print("not reached\\n");
+        PHP;
+        $r = \Forklift\Tests\Support\Subprocess::php($php);
+        $this->assertSame($code, $r['status'], $r['out'] . $r['err']);
+        $this->assertSame("shutdown ran\n", $r['out'], $r['err']);
+        $this->assertStringContainsString($said, $r['err']);
+        $this->assertFileDoesNotExist($pidFile);
+        $this->assertFileDoesNotExist("$this->dir/x.sock");
+        if (file_exists("$this->dir/long")) {
+            $this->assertTrue(DaemonKit::waitGone([(int) file_get_contents("$this->dir/long")], 5.0), 'the running job was ended');
+        }
+    }
+
+    public function test_a_run_that_cannot_start_still_gets_its_on_job_end(): void
+    {
+        $d = $this->daemon();
+        $d->job('unlucky', fn () => 1, parallel: true);
+        $fail = true;
+        \Forklift\on_fork(prepare: function () use (&$fail) {
+            if ($fail) {
+                throw new \RuntimeException('no connection to close');
+            }
+        });
+        $ends = [];
+        $d->onJobEnd(function (JobRun $r) use (&$ends) {
+            $ends[] = [$r->name(), $r->result()?->outcome()];
+        });
+        $asked = false;
+        try {
+            $this->runUntil($d, function () use ($d, &$asked, &$ends) {
+                if (!$asked) {
+                    $asked = true;
+                    $d->start('unlucky');
+                }
+                return $ends !== [];
+            });
+        } finally {
+            $fail = false;
+        }
+        $this->assertSame([['unlucky', null]], $ends);
+        $this->assertTrue($this->log->contains('job unlucky could not start: an on_fork() prepare hook threw: RuntimeException: no connection to close'), $this->log->text());
+        $job = array_values(array_filter($d->status()['jobs'], fn ($j) => $j['name'] === 'unlucky'))[0];
+        $this->assertSame([['not started', 1]], $job['outcomes']);
+    }
+
     /** @return iterable<string, array{0: callable(Daemon): mixed, 1: string}> */
     public static function badDefinitions(): iterable
     {

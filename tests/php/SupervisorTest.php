@@ -357,7 +357,7 @@ final class SupervisorTest extends TestCase
         $log = "$this->dir/daemon.log";
         $r = forklift_cli(['run', $this->app('$d->every(1, fn () => null);'), '--daemonize', "--log=$log"]);
         $this->assertSame(0, $r['status'], $r['err']);
-        $this->assertStringContainsString("started in the background (log: $log)", $r['out']);
+        $this->assertMatchesRegularExpression('/started in the background \(supervisor pid \d+, log: ' . preg_quote($log, '/') . '\)/', $r['out']);
         $m = $this->waitInFile($log, '/supervisor\[(\d+)\] info: dispatcher pid (\d+) is running/');
         $this->assertNotNull($m, (string) @file_get_contents($log));
         $supervisor = (int) $m[1];
@@ -369,6 +369,96 @@ final class SupervisorTest extends TestCase
         $stop = forklift_cli(['stop', "--pid-file=$this->pidFile"]);
         $this->assertSame(0, $stop['status'], $stop['err']);
         $this->assertFalse(DaemonKit::alive($supervisor));
+    }
+
+    public function test_daemonize_says_when_the_daemon_did_not_start(): void
+    {
+        $app = $this->app('$d->every(1, fn () => null);');
+        [$p] = $this->startRunning($app);
+        $r = forklift_cli(['run', $app, '--daemonize', '--log', "$this->dir/second.log"]);
+        $this->assertSame(1, $r['status'], $r['out'] . $r['err']);
+        $this->assertStringContainsString('the daemon did not start: daemon already running as pid ' . $p->pid(), $r['err']);
+        file_put_contents("$this->dir/bad.php", "<?php\nreturn 'nope';\n");
+        $r = forklift_cli(['run', "$this->dir/bad.php", '--daemonize', "--log=$this->dir/bad.log"]);
+        $this->assertSame(1, $r['status']);
+        $this->assertStringContainsString('returned string, not a Forklift\Daemon', $r['err']);
+    }
+
+    public function test_a_start_that_cannot_work_fails_at_once_instead_of_restarting(): void
+    {
+        // The status socket's path is over the 107 bytes a unix socket allows.
+        $deep = $this->dir . '/' . str_repeat('d', 100);
+        mkdir($deep);
+        file_put_contents("$this->dir/app.php", "<?php\n\$d = new Forklift\\Daemon('sup', pidFile: '$deep/sup.pid');\n\$d->every(1, fn () => null);\nreturn \$d;\n");
+        $p = $this->start("$this->dir/app.php");
+        $this->assertSame(1, $p->wait(20), $p->log);
+        $this->assertStringContainsString('unix sockets allow at most 107', $p->log);
+        $this->assertStringContainsString('the daemon failed while starting', $p->log);
+        $this->assertStringNotContainsString('restarting', $p->log);
+    }
+
+    public function test_a_daemon_whose_pid_file_was_removed_keeps_its_socket_from_a_second_one(): void
+    {
+        $app = $this->app('$d->every(1, fn () => null);');
+        [$p, $dispatcher] = $this->startRunning($app);
+        unlink($this->pidFile); // a tmp cleaner, an admin
+        $second = new CliProcess(['run', $app]);
+        $this->assertSame(1, $second->wait(20), $second->log);
+        $this->assertStringContainsString('a daemon already answers at', $second->log);
+        // The first one still answers on its socket.
+        $this->assertSame($dispatcher, json_decode(\Forklift\Tests\Support\Probe::status("$this->dir/sup.sock"), true)['dispatcher']);
+    }
+
+    public function test_a_job_s_detached_grandchild_dies_with_its_dispatcher(): void
+    {
+        [$p, $dispatcher] = $this->startRunning($this->app(<<<'PHP'
+        $d->job('spawner', function () use ($dir) {
+            $pid = pcntl_fork();
+            if ($pid === 0) { posix_setsid(); file_put_contents("$dir/detached", getmypid()); sleep(60); exit(0); }
+            sleep(60);
+        }, parallel: true);
+        $d->every(0.01, function () use ($d) { static $once = false; if (!$once) { $once = true; $d->start('spawner'); } });
+        PHP));
+        $deadline = microtime(true) + 10;
+        while (!file_exists("$this->dir/detached") && microtime(true) < $deadline) {
+            usleep(2000);
+        }
+        $detached = (int) file_get_contents("$this->dir/detached");
+        $this->assertNotSame(posix_getsid($dispatcher), posix_getsid($detached), 'it left the session');
+        posix_kill($dispatcher, SIGKILL);
+        $this->assertNotNull($p->waitFor('/killed \d+ process\(es\) that jobs had left running outside their group/'), $p->log);
+        $this->assertTrue(DaemonKit::waitGone([$detached], 1.0));
+        $this->assertNotNull($p->waitFor('/dispatcher pid \d+ is running/'), $p->log);
+    }
+
+    public function test_stop_refuses_a_pid_file_that_names_another_program(): void
+    {
+        $sleeper = proc_open(['sleep', '30'], [], $pipes);
+        $pid = proc_get_status($sleeper)['pid'];
+        // A pid file held (locked) by a process that is not a Forklift daemon.
+        $holder = proc_open([PHP_BINARY, '-r', '$f = fopen($argv[1], "c+"); flock($f, LOCK_EX); ftruncate($f, 0); fwrite($f, $argv[2] . "\n"); fwrite(STDOUT, "locked\n"); fgets(STDIN);', $this->pidFile, (string) $pid],
+            [0 => ['pipe', 'r'], 1 => ['pipe', 'w']], $hp);
+        $this->assertSame("locked\n", fgets($hp[1]));
+        $r = forklift_cli(['stop', "--pid-file=$this->pidFile"]);
+        $this->assertSame(1, $r['status']);
+        $this->assertStringContainsString("which is not a Forklift daemon", $r['err']);
+        $this->assertTrue(DaemonKit::alive($pid), 'not signalled');
+        fclose($hp[0]);
+        proc_close($holder);
+        proc_terminate($sleeper, SIGKILL);
+        proc_close($sleeper);
+    }
+
+    public function test_reload_reports_a_new_dispatcher_that_cannot_load(): void
+    {
+        $app = $this->app('$d->every(1, fn () => null);');
+        [$p, $first] = $this->startRunning($app);
+        file_put_contents($app, "<?php\nthrow new RuntimeException('broken deploy');\n");
+        $r = forklift_cli(['reload', "--pid-file=$this->pidFile", '--timeout=3']);
+        $this->assertSame(1, $r['status'], $r['out'] . $r['err']);
+        $this->assertStringContainsString('no new dispatcher answered', $r['err']);
+        $this->assertNotNull($p->waitFor('/reload failed: the new dispatcher pid \d+ died while loading the application \(exception: uncaught RuntimeException: broken deploy/'), $p->log);
+        $this->assertSame($first, json_decode(Daemon::query($this->pidFile, 'status'), true)['dispatcher'], 'the old one goes on');
     }
 
     public function test_user_drops_privileges_before_the_application_is_loaded(): void

@@ -48,7 +48,13 @@ pub struct Control {
     path: PathBuf,
     source: SourceId,
     clients: HashMap<SourceId, Client>,
+    /// Out of file descriptors: the listener is not waited on until then (a pending connection
+    /// that cannot be accepted would wake the loop at once, forever).
+    paused_until: Option<Instant>,
 }
+
+/// How long the listener rests after accept() ran out of file descriptors.
+const PAUSE: Duration = Duration::from_millis(100);
 
 impl Control {
     /// Binds the socket at `path` (a stale socket file there is replaced; a symlink or another
@@ -71,10 +77,28 @@ impl Control {
                         path.display()
                     )));
                 }
-                // Ours from a daemon that died (the pid file lock says no other one runs).
+                // Left by a daemon that died — unless something still answers there (a daemon
+                // whose pid file was removed under it): never take a live daemon's socket.
+                if UnixStream::connect(path).is_ok() {
+                    return Err(Error::InvalidArgument(format!(
+                        "a daemon already answers at {} although its pid file is gone (removed by \
+                         hand or by a tmp cleaner?); stop that daemon first (kill -TERM the \
+                         process titled \"forklift: NAME supervisor\"), or use another pidFile",
+                        path.display()
+                    )));
+                }
                 let _ = std::fs::remove_file(path);
             }
             Err(_) => {}
+        }
+        // sockaddr_un holds 108 bytes with the terminating NUL.
+        let len = path.as_os_str().len();
+        if len > 107 {
+            return Err(Error::InvalidArgument(format!(
+                "the status socket path {} is {len} bytes; unix sockets allow at most 107: give \
+                 the daemon a shorter pidFile path (the socket goes beside it)",
+                path.display()
+            )));
         }
         // Owner only from the start: no moment where another user could connect.
         // SAFETY: umask has no preconditions; it is set back at once.
@@ -99,6 +123,7 @@ impl Control {
             path: path.to_path_buf(),
             source,
             clients: HashMap::new(),
+            paused_until: None,
         })
     }
 
@@ -166,8 +191,13 @@ impl Control {
         }
     }
 
-    /// Drops clients that have taken too long; returns when the next one would time out.
+    /// Drops clients that have taken too long, and listens again after a pause; returns when
+    /// this must be called next.
     pub fn expire(&mut self, now: Instant, rt: &mut Runtime) -> Option<Instant> {
+        if self.paused_until.is_some_and(|t| now >= t) {
+            self.paused_until = None;
+            let _ = rt.set_interest(self.source, self.listener.as_raw_fd(), READABLE);
+        }
         let late: Vec<SourceId> = self
             .clients
             .iter()
@@ -177,7 +207,11 @@ impl Control {
         for s in late {
             self.drop_client(s, rt);
         }
-        self.clients.values().map(|c| c.since + CLIENT_TIMEOUT).min()
+        self.clients
+            .values()
+            .map(|c| c.since + CLIENT_TIMEOUT)
+            .chain(self.paused_until)
+            .min()
     }
 
     fn accept(&mut self, rt: &mut Runtime) {
@@ -203,9 +237,14 @@ impl Control {
                     );
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // WouldBlock: all taken. EMFILE and the like: the client waits in the backlog
-                // and is taken when a descriptor is free.
-                Err(_) => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // EMFILE and the like: the client waits in the backlog; stop waiting on the
+                // listener for a moment, or its readiness would spin the loop.
+                Err(_) => {
+                    self.paused_until = Some(Instant::now() + PAUSE);
+                    let _ = rt.set_interest(self.source, self.listener.as_raw_fd(), 0);
+                    return;
+                }
             }
         }
     }

@@ -194,7 +194,7 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
     let path = path.display();
     Err(Error::InvalidArgument(format!(
         "daemon already running as pid {pid} (pid file {path}); stop it first: bin/forklift stop \
-         --pid-file {path}"
+         --pid-file={path}"
     )))
 }
 
@@ -387,7 +387,7 @@ mod tests {
             msg,
             format!(
                 "daemon already running as pid 111 (pid file {p}); stop it first: bin/forklift \
-                 stop --pid-file {p}"
+                 stop --pid-file={p}"
             )
         );
         assert_eq!(content(&path), "111\n");

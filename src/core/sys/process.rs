@@ -290,6 +290,26 @@ pub fn kill_descendants(rounds: usize) -> usize {
 }
 
 /// Whether this process has any child, running or exited (`waitid` without reaping).
+/// For a process none of whose children is supervised at the moment (the daemon's supervisor
+/// between dispatchers): kills every descendant — strays that left their job's group and session
+/// and were reparented here (a subreaper) — and reaps them, waiting at most `wait` for them to
+/// die. Returns how many were killed.
+pub fn kill_and_reap_strays(wait: std::time::Duration) -> usize {
+    let killed = kill_descendants(8);
+    let until = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: waitpid with a null status pointer and WNOHANG.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r > 0 {
+            continue;
+        }
+        if r < 0 || std::time::Instant::now() >= until {
+            return killed; // ECHILD: none left
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn has_children() -> bool {
     // SAFETY: siginfo_t is plain data that waitid fills in.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -307,7 +327,7 @@ fn has_children() -> bool {
 
 /// The live descendants of `root`, each with the parent it was found under, from every
 /// `/proc/PID/stat` (the kernel may not have `/proc/PID/task/*/children`).
-fn descendants_of(root: i32) -> Vec<(i32, i32)> {
+pub fn descendants_of(root: i32) -> Vec<(i32, i32)> {
     let mut parents: Vec<(i32, i32)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {

@@ -2,7 +2,6 @@
 //! metrics (through the status socket beside the pid file), and signals to its supervisor with a
 //! wait until every process of the daemon has exited (pidfds, not polling `kill -0`).
 
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,8 +16,10 @@ use crate::php::exceptions::{forklift_ce, from_core, invalid};
 
 /// Where a daemon's pid file is when the application names none: `$FORKLIFT_RUN_DIR`, else
 /// `/run/forklift` for root, else `$XDG_RUNTIME_DIR/forklift`, else `/tmp/forklift-UID`. The
-/// directory is made (owner only) if missing.
-pub fn default_pid_file(name: &str) -> PathBuf {
+/// directory is made (owner only) if missing, and refused unless it belongs to this user and
+/// no one else may write in it (in /tmp another user could have made it first).
+pub fn default_pid_file(name: &str) -> PhpResult<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     let dir = match std::env::var_os("FORKLIFT_RUN_DIR") {
@@ -29,14 +30,30 @@ pub fn default_pid_file(name: &str) -> PathBuf {
             _ => PathBuf::from(format!("/tmp/forklift-{uid}")),
         },
     };
-    if !dir.exists() {
-        use std::os::unix::fs::DirBuilderExt;
+    if std::fs::symlink_metadata(&dir).is_err() {
         let _ = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir);
     }
-    dir.join(format!("{name}.pid"))
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| {
+        invalid(format!(
+            "cannot make the run directory {} for the pid file: {e}; create it, set \
+             FORKLIFT_RUN_DIR, or pass pidFile:",
+            dir.display()
+        ))
+    })?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(invalid(format!(
+            "the run directory {} is not a directory of this user (uid {uid}) that only it may \
+             write to (owner {}, mode {:o}); someone else could swap the pid file there: remove \
+             it, set FORKLIFT_RUN_DIR to a directory of yours, or pass pidFile:",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(dir.join(format!("{name}.pid")))
 }
 
 fn not_running(pid_file: &str) -> PhpException {
@@ -84,34 +101,10 @@ pub fn query(pid_file: &str, what: &str, timeout: f64) -> PhpResult<String> {
     }
 }
 
-/// `pid` and every process below it, from /proc (parents first).
+/// `pid` and every process below it, from /proc.
 pub fn tree_of(pid: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                continue;
-            };
-            // The command may hold spaces and parentheses: the fields start after the last ')'.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                continue;
-            };
-            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
-                children.entry(ppid).or_default().push(p);
-            }
-        }
-    }
     let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        if let Some(c) = children.get(&out[i]) {
-            out.extend(c);
-        }
-        i += 1;
-    }
+    out.extend(sys::descendants_of(pid).into_iter().map(|(p, _)| p));
     out
 }
 
@@ -145,27 +138,10 @@ pub fn signal_running(pid_file: &str, signal: i64, wait: bool, timeout: f64) -> 
     let Some(pid) = pidfile::holder(Path::new(pid_file)).map_err(from_core)? else {
         return Err(not_running(pid_file));
     };
+    check_is_supervisor(pid, pid_file)?;
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
     if signo == libc::SIGHUP {
-        // A reload is done when the dispatcher that ran has exited and a new one answers.
-        let before = dispatcher_pid(pid_file);
-        sys::send_signal(Pid::from_raw(pid), signo).map_err(|e| invalid(format!("kill {pid}: {e}")))?;
-        if !wait {
-            return Ok(true);
-        }
-        let Some(old) = before else { return Ok(true) };
-        if let Ok(Some(fd)) = sys::pidfd_open(Pid::from_raw(old)) {
-            if !wait_all(&[fd], deadline) {
-                return Ok(false);
-            }
-        }
-        while Instant::now() < deadline {
-            match dispatcher_pid(pid_file) {
-                Some(new) if new != old => return Ok(true),
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        return Ok(false);
+        return reload(pid, pid_file, wait, deadline);
     }
     let tree = tree_of(pid);
     let fds: Vec<OwnedFd> = tree
@@ -178,6 +154,69 @@ pub fn signal_running(pid_file: &str, signal: i64, wait: bool, timeout: f64) -> 
         return Ok(true);
     }
     Ok(wait_all(&fds, deadline))
+}
+
+/// Refuses to signal a process that is not a Forklift daemon of this user: a pid file can be
+/// stale-but-locked by someone else, or point anywhere.
+fn check_is_supervisor(pid: i32, pid_file: &str) -> PhpResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    let title = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .unwrap_or_default();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let owner = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()).ok();
+    // A supervisor, or a dispatcher run() without one: both hold their pid file.
+    if !title.starts_with("forklift: ") {
+        return Err(invalid(format!(
+            "pid file {pid_file} names pid {pid}, which is not a Forklift daemon (its command \
+             line is \"{title}\"); not signalling it: check the pid file"
+        )));
+    }
+    if me != 0 && owner != Some(me) {
+        return Err(invalid(format!(
+            "pid {pid} (pid file {pid_file}) belongs to another user (uid {}); not signalling it",
+            owner.map(|o| o.to_string()).unwrap_or_else(|| "?".into())
+        )));
+    }
+    Ok(())
+}
+
+/// HUP; with `wait`, true once every dispatcher that ran before has exited and a new one answers
+/// (false at the deadline: the new one did not load, or the old one is still finishing).
+fn reload(pid: i32, pid_file: &str, wait: bool, deadline: Instant) -> PhpResult<bool> {
+    let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !title.contains("supervisor") {
+        return Err(invalid(format!(
+            "pid {pid} (pid file {pid_file}) is a daemon run without its supervisor (run() \
+             called directly): a reload needs the supervisor that bin/forklift run starts"
+        )));
+    }
+    // The dispatchers now: the supervisor's children.
+    let before: Vec<i32> = sys::descendants_of(pid)
+        .into_iter()
+        .filter(|(_, parent)| *parent == pid)
+        .map(|(p, _)| p)
+        .collect();
+    let fds: Vec<OwnedFd> = before
+        .iter()
+        .filter_map(|p| sys::pidfd_open(Pid::from_raw(*p)).ok().flatten())
+        .collect();
+    sys::send_signal(Pid::from_raw(pid), libc::SIGHUP)
+        .map_err(|e| invalid(format!("kill -HUP {pid}: {e}")))?;
+    if !wait {
+        return Ok(true);
+    }
+    if !wait_all(&fds, deadline) {
+        return Ok(false);
+    }
+    while Instant::now() < deadline {
+        match dispatcher_pid(pid_file) {
+            Some(new) if !before.contains(&new) => return Ok(true),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    Ok(false)
 }
 
 fn dispatcher_pid(pid_file: &str) -> Option<i32> {

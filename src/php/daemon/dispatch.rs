@@ -10,9 +10,10 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
+use ext_php_rs::exception::PhpException;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendCallable, Zval};
-use ext_php_rs::zend::ExecutorGlobals;
+use ext_php_rs::zend::{try_catch, ExecutorGlobals};
 
 use super::log::{self, Level};
 use super::{Daemon, JobRun, State};
@@ -54,7 +55,14 @@ fn logger(d: &Daemon) -> (Option<Zval>, String) {
 
 pub(super) fn say(d: &Daemon, level: Level, message: &str) {
     let (logger, name) = logger(d);
-    log::log(logger.as_ref(), &name, "dispatcher", level, message);
+    if aborting().is_some() || logger.is_none() {
+        log::stderr(&name, "dispatcher", level, message);
+        return;
+    }
+    // The logger is application code: exit() or a fatal error in it ends the loop too.
+    if guarded(|| log::log(logger.as_ref(), &name, "dispatcher", level, message)).is_none() {
+        log::stderr(&name, "dispatcher", level, message);
+    }
 }
 
 /// `queue()` / `start()`: a run of a job asked for by application code.
@@ -163,11 +171,13 @@ fn pool_status(d: &Daemon) -> Vec<PoolStatus> {
 fn service_pools(d: &Daemon) {
     let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
     for p in &pools {
-        if for_daemon::service(p).is_err() {
-            let why = ExecutorGlobals::take_exception()
-                .map(|ex| crate::php::records::read_exception(&ex).message)
-                .unwrap_or_else(|| "it failed".into());
-            say(d, Level::Error, &format!("a pool's onResult callback threw: {why}"));
+        let Some(result) = guarded(|| for_daemon::service(p).is_ok()) else {
+            return;
+        };
+        if !result {
+            if let Some(why) = take_error() {
+                say(d, Level::Error, &format!("a pool's onResult callback threw: {why}"));
+            }
         }
     }
 }
@@ -188,8 +198,9 @@ fn close_pools(d: &Daemon, kill: bool) {
                 &format!("a pool was killed at the stop timeout: {n} queued task(s) were not run"),
             ),
             Err(_) => {
-                drop(ExecutorGlobals::take_exception());
-                say(d, Level::Error, "a pool could not be shut down cleanly");
+                if let Some(why) = take_error() {
+                    say(d, Level::Error, &format!("a pool could not be shut down cleanly: {why}"));
+                }
             }
         }
     }
@@ -297,6 +308,15 @@ pub(super) fn run(d: &Daemon) -> PhpResult<i64> {
         pf.release();
     }
     d.inner.borrow_mut().running_in = None;
+    if let Some(a) = ABORT.with(|c| c.take()) {
+        if a == Abort::Fatal {
+            // Cleaned up: pass the fatal error on to PHP, which ends the script as it would have.
+            // SAFETY: nothing of ours that needs dropping lives in the frames this jumps over
+            // (the loop's state was released above; `result` holds only a message).
+            drop(result);
+            unsafe { ext_php_rs::zend::bailout() }
+        }
+    }
     result
 }
 
@@ -354,6 +374,9 @@ fn serve(
         for (sid, _) in round.ready {
             on_source(d, lp, sid)?;
         }
+        if let Some(a) = aborting() {
+            return aborted(d, a);
+        }
         if d.inner.borrow().stop_asked && !d.inner.borrow().plan.is_stopping() {
             begin_stop(d, lp, "stop() was called");
         }
@@ -361,6 +384,9 @@ fn serve(
         service_pools(d);
         fire_due(d)?;
         start_runs(d, max_frame)?;
+        if let Some(a) = aborting() {
+            return aborted(d, a);
+        }
         // Stopping: done when nothing runs (pools idle too); at the stop timeout, what runs is
         // ended.
         let stopping = d.inner.borrow().plan.is_stopping();
@@ -418,7 +444,7 @@ fn serve(
                 // A pcntl handler threw or exit() was called: stop, and say why.
                 begin_stop(d, lp, "an exception left a signal handler");
                 if ExecutorGlobals::has_exception() {
-                    end_now(d);
+                    end_now(d, Duration::from_secs(1));
                     return Err(e);
                 }
             }
@@ -426,13 +452,37 @@ fn serve(
     }
 }
 
-/// Something went wrong in the loop itself: what runs is ended (their groups killed) before the
-/// exception leaves `run()`, so no run is left without its supervisor.
-fn end_now(d: &Daemon) {
+/// Application code called `exit()` or died in the dispatcher: what runs is ended (SIGTERM to
+/// its groups, SIGKILL a second later) and reaped, then `run()` gives the exit or the fatal error
+/// back to PHP. Only Rust runs here (after a fatal error the engine may not be used).
+fn aborted(d: &Daemon, a: Abort) -> PhpResult<i64> {
+    let running = d.inner.borrow().children.len();
+    let name = d.inner.borrow().name.clone();
+    let why = match a {
+        // PHP ends a fatal error at run time with the same unwinding as exit() (exit status 255).
+        Abort::Exit if crate::php::zend::exit_status() == 255 => {
+            "application code died of a fatal error (or called exit(255))"
+        }
+        Abort::Exit => "application code called exit()",
+        Abort::Fatal => "application code died of a fatal error",
+    };
+    log::stderr(
+        &name,
+        "dispatcher",
+        Level::Critical,
+        &format!("{why} in the dispatcher: it stops now; {running} running run(s) are ended"),
+    );
+    end_now(d, Duration::from_secs(1));
+    Err(PhpException::from(why.to_string()))
+}
+
+/// Something went wrong in the loop itself: what runs is ended (their groups killed after
+/// `grace`) before the exception leaves `run()`, so no run is left without its supervisor.
+fn end_now(d: &Daemon, grace: Duration) {
     let ids: Vec<_> = d.inner.borrow_mut().children.drain().map(|(_, c)| c).collect();
     let _ = runtime::with(|rt| {
         for id in &ids {
-            rt.expire_job(*id, Duration::ZERO);
+            rt.expire_job(*id, grace);
         }
         while ids.iter().any(|id| rt.job_state(*id) == Some(JobState::Running)) {
             rt.turn(Some(Instant::now() + Duration::from_millis(100)))?;
@@ -603,8 +653,64 @@ fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
     Ok(())
 }
 
+/// Why the loop must end at once: application code called `exit()` (the unwinding marker is
+/// pending and must reach PHP untouched) or died of a fatal error (the engine bailed out; only
+/// Rust may run until the bailout is passed on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Abort {
+    Exit,
+    Fatal,
+}
+
+thread_local! {
+    static ABORT: std::cell::Cell<Option<Abort>> = const { std::cell::Cell::new(None) };
+}
+
+fn abort(a: Abort) {
+    ABORT.with(|c| {
+        if c.get() != Some(Abort::Fatal) {
+            c.set(Some(a));
+        }
+    });
+}
+
+/// Whether the loop must end now (application code exited or died).
+fn aborting() -> Option<Abort> {
+    if crate::php::zend::pending_is_exit() {
+        abort(Abort::Exit);
+    }
+    ABORT.with(|c| c.get())
+}
+
+/// Takes the exception application code left, as text for the log; `None` (and the loop is
+/// told to end) when it is `exit()`'s unwinding marker, which must stay pending.
+fn take_error() -> Option<String> {
+    if crate::php::zend::pending_is_exit() {
+        abort(Abort::Exit);
+        return None;
+    }
+    let ex = ExecutorGlobals::take_exception()?;
+    let rec = crate::php::records::read_exception(&ex);
+    Some(format!("{}: {} in {}:{}", rec.class, rec.message, rec.file, rec.line))
+}
+
+/// Runs application code under zend_try: a fatal error in it ends the loop (see [`Abort`]).
+fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    if aborting().is_some() {
+        return None;
+    }
+    match try_catch(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            abort(Abort::Fatal);
+            None
+        }
+    }
+}
+
 /// Calls an application callback; an exception it throws is logged (with where it came from)
 /// and cleared: a callback never takes the dispatcher down. Returns the exception's text.
+/// `exit()` or a fatal error in it ends the loop instead (see [`Abort`]).
 fn call_app(
     d: &Daemon,
     f: &Zval,
@@ -614,18 +720,13 @@ fn call_app(
     let Ok(callable) = ZendCallable::new(f) else {
         return Some("not callable".into());
     };
-    let r = callable.try_call(params.to_vec());
-    if r.is_err() || ExecutorGlobals::has_exception() {
-        let message = ExecutorGlobals::take_exception()
-            .map(|ex| {
-                let rec = crate::php::records::read_exception(&ex);
-                format!("{}: {} in {}:{}", rec.class, rec.message, rec.file, rec.line)
-            })
-            .unwrap_or_else(|| "it failed".into());
-        say(d, Level::Error, &format!("{what} threw {message}"));
-        return Some(message);
+    let ok = guarded(|| callable.try_call(params.to_vec()).is_ok())?;
+    if ok && !ExecutorGlobals::has_exception() {
+        return None;
     }
-    None
+    let message = take_error()?;
+    say(d, Level::Error, &format!("{what} threw {message}"));
+    Some(message)
 }
 
 fn fire_due(d: &Daemon) -> PhpResult<()> {
@@ -734,10 +835,13 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
                 def.name.clone(),
             )
         };
-        if hooks::run_prepare().is_err() {
-            let why = ExecutorGlobals::take_exception()
-                .map(|ex| crate::php::records::read_exception(&ex).message)
-                .unwrap_or_default();
+        let Some(prepared) = guarded(|| hooks::run_prepare().is_ok()) else {
+            // exit() or a fatal error in the hook: the run is not started, the loop ends.
+            not_started(d, id, &name, "an on_fork() prepare hook ended the dispatcher".into());
+            return Ok(());
+        };
+        if !prepared {
+            let why = take_error().unwrap_or_default();
             not_started(d, id, &name, format!("an on_fork() prepare hook threw: {why}"));
             continue;
         }
@@ -757,9 +861,10 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
                     s.plan.started(id, pid, Clock::now());
                     job_run(&s, id, None)
                 };
-                if hooks::run_parent().is_err() {
-                    drop(ExecutorGlobals::take_exception());
-                    say(d, Level::Error, "an on_fork() parent hook threw; the run goes on");
+                if guarded(|| hooks::run_parent().is_ok()) == Some(false) {
+                    if let Some(why) = take_error() {
+                        say(d, Level::Error, &format!("an on_fork() parent hook threw ({why}); the run goes on"));
+                    }
                 }
                 emit(d, true, event);
             }
@@ -771,13 +876,17 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
     Ok(())
 }
 
-/// A run that could not start fails visibly: logged, counted, and its onJobEnd has no result.
+/// A run that could not start fails visibly: logged, counted, and its onJobEnd gets a JobRun
+/// whose result() is null.
 fn not_started(d: &Daemon, id: RunId, name: &str, why: String) {
     say(d, Level::Error, &format!("job {name} could not start: {why}"));
-    d.inner
-        .borrow_mut()
-        .plan
-        .not_started(id, "not started", why, Clock::now());
+    let event = {
+        let mut s = d.inner.borrow_mut();
+        let event = job_run(&s, id, None);
+        s.plan.not_started(id, "not started", why, Clock::now());
+        event
+    };
+    emit(d, false, event);
 }
 
 fn emit(d: &Daemon, start: bool, run: Option<JobRun>) {

@@ -55,6 +55,11 @@ pub fn log(logger: Option<&Zval>, name: &str, role: &str, level: Level, message:
             vec![&level.name().to_string(), &message.to_string(), &ctx],
         )
         .is_ok();
+    if crate::php::zend::pending_is_exit() {
+        // exit() in the logger: the marker stays pending; the dispatcher ends its loop.
+        stderr(name, role, level, message);
+        return;
+    }
     if ExecutorGlobals::has_exception() || !called {
         drop(ExecutorGlobals::take_exception());
         stderr(name, role, level, message);

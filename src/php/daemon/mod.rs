@@ -215,7 +215,7 @@ impl Daemon {
                 )))
             }
             Some(p) => PathBuf::from(p),
-            None => cli::default_pid_file(&name),
+            None => cli::default_pid_file(&name)?,
         };
         let stop_timeout = args::seconds(stopTimeout, &format!("{W}: $stopTimeout"))?;
         let logger = match logger {
@@ -552,9 +552,10 @@ impl Daemon {
 
     /// The supervisor (`bin/forklift run`): forks dispatchers that call `$dispatcher()` (which
     /// includes the application and runs its daemon), restarts them, reloads on HUP, holds the
-    /// pid file. Returns the exit code.
-    pub fn supervise(dispatcher: &Zval) -> PhpResult<i64> {
-        supervise::run(dispatcher)
+    /// pid file. Returns the exit code. With `$daemonize` (a log file), it detaches first and the
+    /// calling process returns once the daemon has started (0) or failed to (1).
+    pub fn supervise(dispatcher: &Zval, daemonize: Option<String>) -> PhpResult<i64> {
+        supervise::run(dispatcher, daemonize.as_deref())
     }
 
     /// Asks the daemon whose pid file is `$pidFile` for "status" (JSON) or "metrics" (text).
@@ -577,7 +578,7 @@ impl Daemon {
     }
 
     /// The pid file a daemon named `$name` uses when none is given.
-    pub fn default_pid_file(name: String) -> String {
-        cli::default_pid_file(&name).display().to_string()
+    pub fn default_pid_file(name: String) -> PhpResult<String> {
+        Ok(cli::default_pid_file(&name)?.display().to_string())
     }
 }

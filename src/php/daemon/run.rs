@@ -63,7 +63,7 @@ impl JobRun {
         self.started_at
     }
 
-    /// How it ended; null in onJobStart.
+    /// How it ended; null in onJobStart, and for a run that could not start.
     pub fn result(&self) -> Option<JobResult> {
         self.result.as_ref().map(JobResult::share)
     }

@@ -58,6 +58,8 @@ struct Sup {
     exit_code: i64,
     restarts: u64,
     notified_ready: bool,
+    /// The last error logged (for `--daemonize`'s starter when the start fails).
+    last_error: Option<String>,
 }
 
 fn name_of(s: &Sup) -> String {
@@ -67,8 +69,111 @@ fn name_of(s: &Sup) -> String {
         .unwrap_or_else(|| "forklift".into())
 }
 
-fn say(s: &Sup, level: Level, message: &str) {
+fn say(s: &mut Sup, level: Level, message: &str) {
+    if matches!(level, Level::Error | Level::Critical) {
+        s.last_error = Some(message.to_string());
+    }
     log::stderr(&name_of(s), "supervisor", level, message);
+}
+
+thread_local! {
+    /// `--daemonize`: the pipe to the process the user started, until the start is decided.
+    static STARTER: std::cell::RefCell<Option<std::os::fd::OwnedFd>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Tells the process that started a `--daemonize`d daemon how the start went (once).
+fn tell_starter(word: &str) {
+    if let Some(fd) = STARTER.with(|s| s.borrow_mut().take()) {
+        use std::os::fd::AsRawFd;
+        spawn::keep_in_children(fd.as_raw_fd());
+        let _ = sys::write_all_fd(fd.as_raw_fd(), format!("{word}\n").as_bytes());
+    }
+}
+
+/// `--daemonize`: forks twice (a new session; the daemon can never get a terminal), `/` as its
+/// cwd, stdin from /dev/null, stdout and stderr appended to `log`. Returns `Some(exit code)` in
+/// the process the user started, once the daemon has said whether it started; `None` in the
+/// daemon, which goes on.
+fn detach(log: &str) -> PhpResult<Option<i64>> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use nix::unistd::{fork, setsid, ForkResult};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fail = |what: &str, e: nix::Error| {
+        crate::php::exceptions::invalid(format!("--daemonize: {what}: {e}"))
+    };
+    let log_fd = open(
+        log,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o640),
+    )
+    .map_err(|e| {
+        crate::php::exceptions::invalid(format!(
+            "--log={log}: cannot open it for appending: {e}; create its directory or choose \
+             another file"
+        ))
+    })?;
+    // SAFETY: open returned a new fd that nothing else owns.
+    let log_fd = unsafe { OwnedFd::from_raw_fd(log_fd) };
+    let null = open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| fail("/dev/null", e))?;
+    // SAFETY: as above.
+    let null = unsafe { OwnedFd::from_raw_fd(null) };
+    let (read_end, write_end) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail("pipe", e))?;
+    // SAFETY: Forklift keeps no thread; nothing has been started yet in this process.
+    match unsafe { fork() }.map_err(|e| fail("fork", e))? {
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut word = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match nix::unistd::read(read_end.as_raw_fd(), &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => word.extend_from_slice(&buf[..n]),
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            let word = String::from_utf8_lossy(&word).trim().to_string();
+            if let Some(pid) = word.strip_prefix("ready ") {
+                let _ = sys::write_all_fd(
+                    1,
+                    format!("forklift: started in the background (supervisor pid {pid}, log: {log})\n")
+                        .as_bytes(),
+                );
+                return Ok(Some(0));
+            }
+            let why = word.strip_prefix("failed: ").unwrap_or("the daemon exited before it was ready");
+            let _ = sys::write_all_fd(
+                2,
+                format!("forklift: the daemon did not start: {why} (its log: {log})\n").as_bytes(),
+            );
+            Ok(Some(1))
+        }
+        ForkResult::Child => {
+            drop(read_end);
+            let _ = setsid();
+            // SAFETY: as above; the session leader leaves at once.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {}
+                _ => sys::exit_now(0),
+            }
+            let _ = nix::unistd::chdir("/");
+            // SAFETY: umask has no preconditions.
+            unsafe { libc::umask(0o022) };
+            for (from, to) in [(&null, 0), (&log_fd, 1), (&log_fd, 2)] {
+                // SAFETY: dup2 onto the standard descriptors, which this process owns.
+                unsafe { libc::dup2(from.as_raw_fd(), to) };
+            }
+            drop(null);
+            drop(log_fd);
+            spawn::close_in_children(write_end.as_raw_fd());
+            STARTER.with(|s| *s.borrow_mut() = Some(write_end));
+            Ok(None)
+        }
+    }
 }
 
 /// systemd's notify protocol, when `NOTIFY_SOCKET` is set (the `sd-notify` crate).
@@ -76,9 +181,15 @@ fn notify(states: &[sd_notify::NotifyState]) {
     let _ = sd_notify::notify(false, states);
 }
 
-pub fn run(dispatcher: &Zval) -> PhpResult<i64> {
+pub fn run(dispatcher: &Zval, daemonize: Option<&str>) -> PhpResult<i64> {
     args::callable(dispatcher, "Forklift\\Daemon::supervise(): $dispatcher")?;
     let max_frame = max_frame()?;
+    if let Some(log) = daemonize {
+        if let Some(code) = detach(log)? {
+            // The process the user started: the daemon has said how its start went.
+            return Ok(code);
+        }
+    }
     let own = [
         libc::SIGTERM,
         libc::SIGINT,
@@ -87,6 +198,9 @@ pub fn run(dispatcher: &Zval) -> PhpResult<i64> {
         libc::SIGUSR1,
     ];
     runtime::with(|rt| rt.own_signals(&own)).map_err(from_core)?;
+    // What a job spawned and detached (its own session) is reparented here when the job and its
+    // dispatcher die, not to init: the supervisor kills it before the next dispatcher starts.
+    sys::become_subreaper();
     zend::set_process_title("forklift: supervisor (starting)");
     let mut s = Sup {
         config: None,
@@ -100,17 +214,38 @@ pub fn run(dispatcher: &Zval) -> PhpResult<i64> {
         exit_code: 0,
         restarts: 0,
         notified_ready: false,
+        last_error: None,
     };
     let result = supervise(&mut s, dispatcher, max_frame);
     let _ = runtime::with(|rt| {
         rt.release_signals();
         Ok(())
     });
+    strays(&mut s);
+    tell_starter(&format!(
+        "failed: {}",
+        s.last_error.clone().unwrap_or_else(|| "the daemon stopped before it was ready".into())
+    ));
     if let Some(c) = s.config.take() {
         spawn::keep_in_children(c.pid_file.fd());
         c.pid_file.release();
     }
     result.map(|_| s.exit_code)
+}
+
+/// With no dispatcher alive: kills and reaps what the daemon's jobs left behind.
+fn strays(s: &mut Sup) {
+    if s.current.is_some() || s.next.is_some() || s.old.is_some() {
+        return;
+    }
+    let n = sys::kill_and_reap_strays(Duration::from_millis(200));
+    if n > 0 {
+        say(
+            s,
+            Level::Warning,
+            &format!("killed {n} process(es) that jobs had left running outside their group"),
+        );
+    }
 }
 
 fn spawn_dispatcher(dispatcher: &Zval, max_frame: usize) -> PhpResult<Disp> {
@@ -203,7 +338,7 @@ fn supervise(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> 
             on_link(s, sid)?;
         }
         check_exits(s)?;
-        if s.config.is_none() && s.current.is_none() && s.next.is_none() {
+        if !s.notified_ready && s.current.is_none() && s.next.is_none() && s.restart_at.is_none() {
             // The first dispatcher never got going.
             return Ok(());
         }
@@ -307,6 +442,7 @@ fn on_link(s: &mut Sup, sid: SourceId) -> PhpResult<()> {
                 zend::set_process_title(&format!("forklift: {} supervisor", name_of(s)));
                 if !s.notified_ready {
                     s.notified_ready = true;
+                    tell_starter(&format!("ready {}", sys::current_pid()));
                     notify(&[
                         sd_notify::NotifyState::Ready,
                         sd_notify::NotifyState::Status(&format!("dispatcher pid {pid}")),
@@ -383,6 +519,7 @@ fn hello(
                     });
                 }
                 log::stderr(&name, "supervisor", Level::Error, &message);
+                s.last_error = Some(message);
                 s.exit_code = 1;
                 s.stopping = true;
                 return Ok(());
@@ -494,16 +631,17 @@ fn check_exits(s: &mut Sup) -> PhpResult<()> {
         }
         return Ok(());
     }
-    if s.config.is_none() && !hello {
-        say(
-            s,
-            Level::Error,
-            &format!(
-                "the application failed before its daemon started ({}); nothing was started",
-                describe(&r)
-            ),
-        );
+    if !s.notified_ready {
+        // No dispatcher has ever run: the same start would fail the same way again (APP.php
+        // threw, the status socket cannot be made, ...); say why and stop instead of looping.
+        let stage = if hello {
+            "the daemon failed while starting"
+        } else {
+            "the application failed before its daemon started"
+        };
+        say(s, Level::Error, &format!("{stage} ({}); nothing was started", describe(&r)));
         s.exit_code = 1;
+        s.stopping = true;
         return Ok(());
     }
     if r.ok() {
@@ -512,6 +650,7 @@ fn check_exits(s: &mut Sup) -> PhpResult<()> {
         return Ok(());
     }
     say(s, Level::Error, &format!("dispatcher pid {pid} died: {}", describe(&r)));
+    strays(s);
     let now = Instant::now();
     let decision = match s.config.as_mut() {
         Some(c) => c.restarts.on_death(started, now),

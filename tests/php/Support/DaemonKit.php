@@ -205,3 +205,19 @@ function forklift_cli(array $args): array
     $err = (string) stream_get_contents($pipes[2]);
     return ['status' => proc_close($proc), 'out' => $out, 'err' => $err];
 }
+
+/** Talks to a status socket directly (no pid file needed). */
+final class Probe
+{
+    public static function status(string $socket): string
+    {
+        $c = stream_socket_client("unix://$socket", $errno, $error, 5);
+        if ($c === false) {
+            throw new \RuntimeException("connect $socket: $error");
+        }
+        fwrite($c, "status\n");
+        $out = stream_get_contents($c);
+        fclose($c);
+        return (string) $out;
+    }
+}
