@@ -28,6 +28,18 @@ impl Schedule {
             .year(croner::parser::Year::Disallowed)
             .build();
         let cron = parser.parse(expr).map_err(|e| {
+            // A long line is not echoed whole.
+            let expr: String = if expr.chars().count() > 80 {
+                expr.chars().take(77).chain("...".chars()).collect()
+            } else {
+                expr.to_string()
+            };
+            let e = e.to_string();
+            let e: String = if e.chars().count() > 120 {
+                e.chars().take(117).chain("...".chars()).collect()
+            } else {
+                e
+            };
             Error::InvalidArgument(format!(
                 "\"{expr}\" is not a crontab schedule ({e}); write five fields, minute hour \
                  day-of-month month day-of-week, e.g. \"*/5 * * * *\", or @hourly / @daily / \

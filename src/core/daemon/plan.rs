@@ -110,18 +110,27 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 ];
 
 impl JobStats {
-    fn ended(&mut self, outcome: &str, ok: bool, duration: f64, error: Option<String>, at: DateTime<Utc>) {
+    fn ended(
+        &mut self,
+        outcome: &str,
+        ok: bool,
+        duration: Option<f64>,
+        error: Option<String>,
+        at: DateTime<Utc>,
+    ) {
         match self.outcomes.iter_mut().find(|(o, _)| o == outcome) {
             Some((_, n)) => *n += 1,
             None => self.outcomes.push((outcome.to_string(), 1)),
         }
         self.last_outcome = Some(outcome.to_string());
-        self.last_duration = Some(duration);
         if ok {
             self.last_success = Some(at);
         } else {
             self.last_error = error;
         }
+        // A run that never started has no duration: it stays out of the histogram.
+        let Some(duration) = duration else { return };
+        self.last_duration = Some(duration);
         let bucket = DURATION_BUCKETS
             .iter()
             .position(|b| duration <= *b)
@@ -447,6 +456,24 @@ impl Plan {
             .min()
     }
 
+    /// The next time an entry of `target` is due (cron line or interval timer), on the wall clock.
+    pub fn next_run(&self, target: Target, now: Clock) -> Option<DateTime<Utc>> {
+        if self.stopping || !self.started {
+            return None;
+        }
+        self.entries
+            .iter()
+            .filter(|e| e.target == target)
+            .filter_map(|e| match &e.when {
+                When::Cron { next, .. } => *next,
+                When::Every(every) => {
+                    let ahead = every.due().saturating_duration_since(now.mono);
+                    chrono::Duration::from_std(ahead).ok().map(|d| now.wall + d)
+                }
+            })
+            .min()
+    }
+
     // --- runs ---------------------------------------------------------------------------------
 
     /// Asks for a run of `job` in its own placement or in `placement`; the reason when the
@@ -547,7 +574,7 @@ impl Plan {
 
     /// A run could not start (the fork failed): it ends here, counted as `outcome`.
     pub fn not_started(&mut self, id: RunId, outcome: &str, error: String, now: Clock) {
-        self.ended(id, outcome, false, 0.0, Some(error), now);
+        self.end(id, outcome, false, None, Some(error), now);
     }
 
     /// A run has ended: its lane is free, its job's stats updated. Returns the run.
@@ -557,6 +584,18 @@ impl Plan {
         outcome: &str,
         ok: bool,
         duration: f64,
+        error: Option<String>,
+        now: Clock,
+    ) -> Option<Run> {
+        self.end(id, outcome, ok, Some(duration), error, now)
+    }
+
+    fn end(
+        &mut self,
+        id: RunId,
+        outcome: &str,
+        ok: bool,
+        duration: Option<f64>,
         error: Option<String>,
         now: Clock,
     ) -> Option<Run> {

@@ -104,7 +104,8 @@ impl Status {
     /// The plan's part of the status: lanes, running runs, jobs. `schedule_of` names a job's
     /// schedule ("*/5 * * * *", "every 1.5 s").
     pub fn fill_from(&mut self, plan: &Plan, schedule_of: impl Fn(&str) -> Option<String>) {
-        let now = Utc::now();
+        let clock = super::plan::Clock::now();
+        let now = clock.wall;
         self.now = unix(now);
         self.timer_overruns = plan.overruns();
         let lane_of = |p: Placement| match p {
@@ -144,7 +145,9 @@ impl Status {
                 name: def.name.clone(),
                 lane: lane_of(def.placement),
                 schedule: schedule_of(&def.name),
-                next_run: plan.next_cron(id).map(unix),
+                next_run: plan
+                    .next_run(super::plan::Target::Job(id), clock)
+                    .map(unix),
                 runs: s.runs,
                 skipped: s.skipped,
                 missed: s.missed,

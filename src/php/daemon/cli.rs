@@ -255,7 +255,8 @@ pub fn serve_metrics(pid_file: &str, listen: &str) -> PhpResult<()> {
         .map_err(|e| invalid(format!("{M}: cannot listen on {addr}: {e}")))?;
     let socket = control::socket_path(Path::new(pid_file));
     for request in server.incoming_requests() {
-        let response = if request.url() != "/metrics" || *request.method() != tiny_http::Method::Get
+        let path = request.url().split('?').next().unwrap_or("");
+        let response = if path != "/metrics" || *request.method() != tiny_http::Method::Get
         {
             tiny_http::Response::from_string("only GET /metrics is served here\n").with_status_code(404)
         } else {

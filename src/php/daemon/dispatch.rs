@@ -73,6 +73,14 @@ pub(super) fn ask(
     what: &str,
 ) -> PhpResult<Option<i64>> {
     let mut s = d.inner.borrow_mut();
+    if s.running_in.is_some_and(|pid| pid != sys::current_pid()) {
+        return Err(invalid(format!(
+            "{what}: called in process {}, not in the daemon's dispatcher ({}): a job cannot \
+             queue runs of its daemon (return what it needs and queue from onJobEnd)",
+            sys::current_pid(),
+            s.running_in.unwrap_or(0)
+        )));
+    }
     let Some(id) = s.plan.job(job) else {
         let names: Vec<String> = s.plan.jobs().map(|(_, def, _)| def.name.clone()).collect();
         return Err(invalid(format!(
@@ -147,9 +155,13 @@ pub(super) fn status_json(d: &Daemon) -> String {
             .and_then(|id| s.jobs[id.0].schedule.clone())
     };
     st.fill_from(&s.plan, schedule_of);
-    for i in &s.inline {
+    for (n, i) in s.inline.iter().enumerate() {
+        let next = s
+            .plan
+            .next_run(crate::core::daemon::plan::Target::Inline(n), Clock::now());
         st.jobs.push(crate::core::daemon::status::JobStatus {
             name: i.name.clone(),
+            next_run: next.map(unix),
             schedule: Some(format!("every {} s (in the dispatcher)", i.interval)),
             runs: i.runs,
             missed: i.overruns,

@@ -32,6 +32,8 @@ pub fn stderr(name: &str, role: &str, level: Level, message: &str) {
     let pid = std::process::id();
     // One write(2) a line, so that the lines of the supervisor, the dispatchers and the jobs that
     // share the stream never interleave.
+    // A message (a job's exception, say) cannot start a line of its own: newlines are escaped.
+    let message = message.replace('\n', "\\n").replace('\r', "\\r");
     let line = format!("{now} {name} {role}[{pid}] {}: {message}\n", level.name());
     let _ = crate::core::sys::write_all_fd(2, line.as_bytes());
 }

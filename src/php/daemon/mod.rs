@@ -214,6 +214,15 @@ impl Daemon {
                      leave it out for the default"
                 )))
             }
+            Some(p) if p.contains('\0') => {
+                return Err(invalid(format!("{W}: $pidFile contains a NUL byte; pass a plain path")))
+            }
+            Some(p) if !p.starts_with('/') => {
+                return Err(invalid(format!(
+                    "{W}: $pidFile \"{p}\" is relative; pass an absolute path (the daemon's \
+                     working directory is / under --daemonize), e.g. __DIR__ . '/{p}'"
+                )))
+            }
             Some(p) => PathBuf::from(p),
             None => cli::default_pid_file(&name)?,
         };
@@ -232,8 +241,14 @@ impl Daemon {
             }
             _ => None,
         };
+        if !(1..=1000).contains(&restartBurst) {
+            return Err(invalid(format!(
+                "{W}: $restartBurst must be 1 to 1000 (got {restartBurst}): how many dispatcher \
+                 deaths within restartWindow make the supervisor give up; e.g. 5"
+            )));
+        }
         let restart = Restart {
-            burst: u32::try_from(restartBurst).unwrap_or(0),
+            burst: restartBurst as u32,
             window: restartWindow,
             delay: restartDelay,
             delay_max: restartDelayMax,

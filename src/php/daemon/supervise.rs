@@ -222,6 +222,15 @@ pub fn run(dispatcher: &Zval, daemonize: Option<&str>) -> PhpResult<i64> {
         Ok(())
     });
     strays(&mut s);
+    if let Some(c) = &s.config {
+        // A dispatcher that was killed leaves its socket file; nobody answers there now.
+        let sock = crate::core::daemon::control::socket_path(c.pid_file.path());
+        use std::os::unix::fs::FileTypeExt;
+        let is_socket = std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket());
+        if is_socket && std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            let _ = std::fs::remove_file(&sock);
+        }
+    }
     tell_starter(&format!(
         "failed: {}",
         s.last_error.clone().unwrap_or_else(|| "the daemon stopped before it was ready".into())
@@ -600,6 +609,12 @@ fn check_exits(s: &mut Sup) -> PhpResult<()> {
     if let Some(d) = &s.next {
         if let Some(r) = take_result(d)? {
             let handed = s.current.is_none();
+            if s.stopping {
+                let pid = d.pid;
+                say(s, Level::Info, &format!("new dispatcher pid {pid} ended ({}): the daemon is stopping", describe(&r)));
+                forget(s.next.take().expect("checked"));
+                return Ok(());
+            }
             say(
                 s,
                 Level::Error,
