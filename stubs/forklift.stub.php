@@ -452,6 +452,7 @@ final class Daemon
      * @param bool        $parallel each run in a child of its own, at once (not with $lane)
      * @param float|null  $timeout  per run, as fork()'s: SIGTERM to its group, SIGKILL after $grace
      * @param bool        $overlap  allow a run while the previous one is queued or running (default: not started, recorded)
+     * @param string|null $schedule only shown (process titles, status): the schedule an adapter runs the job on
      */
     public function job(
         string $name,
@@ -462,6 +463,7 @@ final class Daemon
         ?float $grace = null,
         ?float $softTimeout = null,
         bool $overlap = false,
+        ?string $schedule = null,
     ): Daemon {}
 
     /**

@@ -292,22 +292,61 @@ pub fn kill_descendants(rounds: usize) -> usize {
 /// Whether this process has any child, running or exited (`waitid` without reaping).
 /// For a process none of whose children is supervised at the moment (the daemon's supervisor
 /// between dispatchers): kills every descendant — strays that left their job's group and session
-/// and were reparented here (a subreaper) — and reaps them, waiting at most `wait` for them to
-/// die. Returns how many were killed.
+/// and were reparented here (a subreaper) — and reaps them, for at most `wait`. Processes are
+/// reparented while this runs (a dying job's children move up to us), so it scans again until
+/// none is left. Returns how many were killed.
 pub fn kill_and_reap_strays(wait: std::time::Duration) -> usize {
-    let killed = kill_descendants(8);
+    let me = current_pid();
     let until = std::time::Instant::now() + wait;
+    let mut killed = std::collections::HashSet::new();
     loop {
+        // Reap what has died (only strays are our children now).
         // SAFETY: waitpid with a null status pointer and WNOHANG.
-        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if r > 0 {
-            continue;
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        let left = descendants_of(me);
+        if left.is_empty() || std::time::Instant::now() >= until {
+            return killed.len();
         }
-        if r < 0 || std::time::Instant::now() >= until {
-            return killed; // ECHILD: none left
+        for (pid, _) in left {
+            if killed.contains(&pid) {
+                continue;
+            }
+            let Ok(Some(fd)) = pidfd_open(Pid::from_raw(pid)) else {
+                continue;
+            };
+            // With the pidfd held the pid cannot be reused: check it is still below us.
+            if !is_below(pid, me) {
+                continue;
+            }
+            // SAFETY: pidfd_send_signal with a live pidfd, a signal and no info.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if r == 0 {
+                killed.insert(pid);
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// Whether `pid` has `root` among its ancestors (walking /proc, at most 64 levels).
+fn is_below(pid: i32, root: i32) -> bool {
+    let mut p = pid;
+    for _ in 0..64 {
+        match parent_of(p) {
+            Some(parent) if parent == root => return true,
+            Some(parent) if parent > 1 => p = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn has_children() -> bool {

@@ -306,7 +306,8 @@ impl Daemon {
         Ok(self_)
     }
 
-    /// A named job, run when asked (`queue()`, `start()`), in a lane or in parallel.
+    /// A named job, run when asked (`queue()`, `start()`), in a lane or in parallel. `$schedule`
+    /// is only shown (process titles, status): the schedule an adapter runs it on.
     #[php(defaults(parallel = false, overlap = false))]
     pub fn job<'a>(
         self_: &'a mut ZendClassObject<Daemon>,
@@ -318,11 +319,19 @@ impl Daemon {
         grace: Option<f64>,
         softTimeout: Option<f64>,
         overlap: bool,
+        schedule: Option<String>,
     ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
         const M: &str = "Forklift\\Daemon::job()";
         self_.defining("job")?;
+        if let Some(s) = &schedule {
+            if s.len() > 200 || s.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "{M}: $schedule is shown in process titles: at most 200 printable characters"
+                )));
+            }
+        }
         let placement = self_.placement(lane, parallel, M)?;
-        self_.define_job(name, r#fn, placement, overlap, timeout, grace, softTimeout, None, M)?;
+        self_.define_job(name, r#fn, placement, overlap, timeout, grace, softTimeout, schedule, M)?;
         Ok(self_)
     }
 
