@@ -1,7 +1,7 @@
 EXT := $(CURDIR)/target/release/libforklift.so
 PHP := php -d extension=$(EXT)
 
-.PHONY: setup build test bench chaos demo fmt
+.PHONY: setup build test bench chaos demo demo-fork fmt
 
 setup:
 	scripts/setup.sh
@@ -21,8 +21,13 @@ bench: setup
 chaos: setup
 	FORKLIFT_CHAOS_TASKS=10000 $(PHP) /usr/bin/phpunit -c tests/php/phpunit.xml tests/php/ChaosTest.php
 
+# A daemon runs Magento-style cron jobs from cron_schedule on SQLite for ~30 s (var/demo.sqlite).
 demo: setup
-	$(PHP) demo/demo.php
+	demo/run.sh
+
+# Six jobs forked at once, each ending a different way, and what the parent learns.
+demo-fork: setup
+	$(PHP) demo/fork.php
 
 fmt:
 	cargo fmt --all

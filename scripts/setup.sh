@@ -5,7 +5,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 gcc make systemd php-monolog php-psr-log)
+PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 gcc make systemd php-monolog php-psr-log sqlite3)
 # promtool (checks the metrics text in the tests); without its web UI's recommends.
 LEAN_PACKAGES=(prometheus)
 
