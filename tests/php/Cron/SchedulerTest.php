@@ -223,6 +223,64 @@ final class SchedulerTest extends TestCase
         $this->assertSame(['success', 'success'], array_column($this->rows("status != 'pending'"), 'status'), 'both met at the barrier');
     }
 
+    public function test_a_job_killed_with_sigkill_ends_its_row_as_an_error_with_the_cause_not_stuck_running(): void
+    {
+        $d = $this->daemon();
+        $this->scheduler($d, [new Job('victim', 'default', '* * * * *', function () {
+            file_put_contents(getenv('VICTIM_FILE') ?: '/dev/null', (string) getmypid());
+            sleep(60);
+        })]);
+        putenv("VICTIM_FILE=$this->dir/victim");
+        $killed = false;
+        $this->runUntil($d, function () use (&$killed) {
+            if (!$killed && is_file("$this->dir/victim") && ($pid = (int) file_get_contents("$this->dir/victim")) > 0) {
+                posix_kill($pid, SIGKILL);
+                $killed = true;
+            }
+            return $this->rowCount("status = 'error'") === 1;
+        });
+        putenv('VICTIM_FILE');
+        $row = $this->rows("status = 'error'")[0];
+        $this->assertSame('signal', $row['outcome']);
+        $this->assertStringContainsString('SIGKILL', $row['messages']);
+        $this->assertNotNull($row['finished_at']);
+    }
+
+    public function test_rows_of_a_dispatcher_killed_mid_run_are_reconciled_after_the_restart(): void
+    {
+        $db = "$this->dir/cron.sqlite";
+        $app = "$this->dir/app.php";
+        $autoload = dirname(__DIR__, 3) . '/php/autoload.php';
+        file_put_contents($app, <<<PHP
+        <?php
+        require '$autoload';
+        \$d = new Forklift\\Daemon('cronsup', pidFile: '$this->dir/cronsup.pid', restartDelay: 0.05, stopTimeout: 0.5);
+        new Forklift\\Cron\\Scheduler(\$d, Forklift\\Cron\\Store::sqlite('$db'), [Forklift\\Cron\\Group::magentoDefault()], [
+            new Forklift\\Cron\\Job('long_import', 'default', '* * * * *', function () { sleep(60); }),
+        ], tick: 0.05, host: 'test-host');
+        return \$d;
+        PHP);
+        $p = new \Forklift\Tests\Support\CliProcess(['run', $app]);
+        $this->assertNotNull($m = $p->waitFor('/dispatcher pid (\d+) is running/'), $p->log);
+        $dispatcher = (int) $m[1];
+        $deadline = microtime(true) + 10;
+        while ($this->rowCount("status = 'running'") === 0 && microtime(true) < $deadline) {
+            usleep(5000);
+        }
+        $row = $this->rows("status = 'running'")[0];
+        posix_kill($dispatcher, SIGKILL);
+        $this->assertNotNull($p->waitFor('/dispatcher started again/'), $p->log);
+        $deadline = microtime(true) + 10;
+        while ($this->rowCount("status = 'error'") === 0 && microtime(true) < $deadline) {
+            usleep(5000);
+        }
+        $after = $this->rows("s.schedule_id = {$row['schedule_id']}")[0];
+        $this->assertSame('error', $after['status'], $p->log);
+        $this->assertMatchesRegularExpression('/^orphaned: pid \d+ on host test-host is gone/', $after['messages']);
+        $p->kill(SIGTERM);
+        $this->assertSame(0, $p->wait(20), $p->log);
+    }
+
     public function test_bad_configuration_is_refused_with_the_job_and_what_to_fix(): void
     {
         foreach ([
