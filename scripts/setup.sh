@@ -5,9 +5,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 gcc make systemd php-monolog php-psr-log sqlite3)
-# promtool (checks the metrics text in the tests); without its web UI's recommends.
-LEAN_PACKAGES=(prometheus)
+PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 php8.2-mysql gcc make systemd php-monolog php-psr-log sqlite3)
+# promtool (checks the metrics text) and MariaDB (started by the tests on loopback with a
+# throw-away data directory, never as a service), without their recommends.
+LEAN_PACKAGES=(prometheus mariadb-server)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }

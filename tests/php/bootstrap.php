@@ -7,3 +7,4 @@ require __DIR__ . '/Support/Subprocess.php';
 require __DIR__ . '/Support/SocketPairs.php';
 require __DIR__ . '/Support/DaemonKit.php';
 require dirname(__DIR__, 2) . '/php/autoload.php';
+require __DIR__ . '/Support/MariaDb.php';

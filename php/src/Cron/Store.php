@@ -52,9 +52,12 @@ final class Store
 
     public static function mysql(string $dsn, string $user, string $password, string $table = 'cron_schedule'): self
     {
-        return new self(static fn (): \PDO => new \PDO($dsn, $user, $password, [
-            \PDO::ATTR_ERRMODE => \PDO::ERRMODE_EXCEPTION,
-        ]), $table);
+        return new self(static function () use ($dsn, $user, $password): \PDO {
+            $pdo = new \PDO($dsn, $user, $password, [\PDO::ATTR_ERRMODE => \PDO::ERRMODE_EXCEPTION]);
+            // Times are written and read as UTC, as Magento does.
+            $pdo->exec("SET time_zone = '+00:00'");
+            return $pdo;
+        }, $table);
     }
 
     private function db(): \PDO

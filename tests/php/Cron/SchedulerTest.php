@@ -17,21 +17,36 @@ use PHPUnit\Framework\TestCase;
  * Magento's cron_schedule run by a real daemon (in this process) on SQLite, with a clock the test
  * sets: generation ahead, runs with their truth on the row, missed rows, orphans, clean-up.
  */
-final class SchedulerTest extends TestCase
+class SchedulerTest extends TestCase
 {
-    private string $dir;
-    private \PDO $db;
-    private Store $store;
+    protected string $dir;
+    protected \PDO $db;
+    protected Store $store;
     private \DateTimeImmutable $now;
     private MemoryLogger $log;
 
     protected function setUp(): void
     {
         $this->dir = DaemonKit::tempDir();
-        $this->store = Store::sqlite("$this->dir/cron.sqlite");
-        $this->db = new \PDO("sqlite:$this->dir/cron.sqlite");
+        [$this->store, $this->db] = $this->makeStore();
         $this->now = new \DateTimeImmutable('2026-03-02 10:00:30', new \DateTimeZone('UTC'));
         $this->log = new MemoryLogger();
+    }
+
+    /**
+     * The store under test and a connection of the test's own to look at its tables.
+     *
+     * @return array{0: Store, 1: \PDO}
+     */
+    protected function makeStore(): array
+    {
+        return [Store::sqlite("$this->dir/cron.sqlite"), new \PDO("sqlite:$this->dir/cron.sqlite")];
+    }
+
+    /** PHP code that makes the same store in a daemon's APP.php. */
+    protected function storeCode(): string
+    {
+        return "Forklift\\Cron\\Store::sqlite('$this->dir/cron.sqlite')";
     }
 
     protected function tearDown(): void
@@ -248,14 +263,14 @@ final class SchedulerTest extends TestCase
 
     public function test_rows_of_a_dispatcher_killed_mid_run_are_reconciled_after_the_restart(): void
     {
-        $db = "$this->dir/cron.sqlite";
+        $store = $this->storeCode();
         $app = "$this->dir/app.php";
         $autoload = dirname(__DIR__, 3) . '/php/autoload.php';
         file_put_contents($app, <<<PHP
         <?php
         require '$autoload';
         \$d = new Forklift\\Daemon('cronsup', pidFile: '$this->dir/cronsup.pid', restartDelay: 0.05, stopTimeout: 0.5);
-        new Forklift\\Cron\\Scheduler(\$d, Forklift\\Cron\\Store::sqlite('$db'), [Forklift\\Cron\\Group::magentoDefault()], [
+        new Forklift\\Cron\\Scheduler(\$d, $store, [Forklift\\Cron\\Group::magentoDefault()], [
             new Forklift\\Cron\\Job('long_import', 'default', '* * * * *', function () { sleep(60); }),
         ], tick: 0.05, host: 'test-host');
         return \$d;
