@@ -296,6 +296,27 @@ class SchedulerTest extends TestCase
         $this->assertSame(0, $p->wait(20), $p->log);
     }
 
+    public function test_the_dispatcher_s_connection_outlives_children_that_exit_and_crash(): void
+    {
+        $d = $this->daemon();
+        $this->scheduler($d, [
+            new Job('exits', 'index', '* * * * *', fn () => exit(3)),
+            new Job('segfaults', 'index', '* * * * *', fn () => posix_kill(getmypid(), SIGSEGV)),
+            new Job('fine', 'default', '* * * * *', fn () => 'ok'),
+        ]);
+        $this->runUntil($d, fn () => $this->rowCount("status IN ('success', 'error')") === 3);
+        $rows = [];
+        foreach ($this->rows("status != 'pending'") as $r) {
+            $rows[$r['job_code']] = [$r['status'], $r['outcome']];
+        }
+        ksort($rows);
+        $this->assertSame([
+            'exits' => ['error', 'exit'],
+            'fine' => ['success', 'ok'],
+            'segfaults' => ['error', 'signal'],
+        ], $rows);
+    }
+
     public function test_bad_configuration_is_refused_with_the_job_and_what_to_fix(): void
     {
         foreach ([
