@@ -511,7 +511,7 @@ final class Daemon
     /** Calls `$fn(JobRun $run)` in the dispatcher each time a run starts. */
     public function onJobStart(mixed $fn): Daemon {}
 
-    /** Calls `$fn(JobRun $run)` in the dispatcher each time a run ends; `$run->result()` is its JobResult (null for a run that could not start: fork failed, a hook threw). */
+    /** Calls `$fn(JobRun $run)` in the dispatcher each time a run ends; `$run->result()` is its JobResult (null for a run that never started: the fork failed, a hook threw, or the daemon stopped before its turn). */
     public function onJobEnd(mixed $fn): Daemon {}
 
     /** Calls `$fn(int $signo)` from the loop when the daemon gets `$signal`; TERM, INT, HUP, USR1 keep their meaning. */
@@ -582,7 +582,7 @@ final class JobRun
     /** When its child started, Unix time. */
     public function startedAt(): float {}
 
-    /** How it ended; null in onJobStart, and for a run that could not start. */
+    /** How it ended; null in onJobStart, and for a run that never started (the fork failed, or the daemon stopped before its turn: handed back). */
     public function result(): ?JobResult {}
 
     public function __debugInfo(): array {}

@@ -244,7 +244,9 @@ final class DaemonTest extends TestCase
             posix_kill(getmypid(), SIGTERM);
         });
         $d->onJobEnd(function (JobRun $r) use (&$ended) {
-            $ended[$r->name()] = $r->result()->outcome() . ' ' . json_encode($r->result()->value());
+            $ended[$r->name()] = $r->result() === null
+                ? 'handed back, never started'
+                : $r->result()->outcome() . ' ' . json_encode($r->result()->value());
         });
         $once = false;
         $d->every(0.005, function () use ($d, &$once) {
@@ -256,7 +258,7 @@ final class DaemonTest extends TestCase
         });
         $this->assertSame(0, $d->run());
         $this->assertSame(['finishing'], $started);
-        $this->assertSame(['finishing' => 'ok "finished"'], $ended);
+        $this->assertSame(['queued-behind' => 'handed back, never started', 'finishing' => 'ok "finished"'], $ended);
         $this->assertTrue($this->log->contains('stopping (SIGTERM)'), $this->log->text());
         $this->assertTrue($this->log->contains('run of queued-behind'), $this->log->text());
         $this->assertFileDoesNotExist("$this->dir/test.pid", 'the pid file is removed at a clean stop');

@@ -37,6 +37,7 @@ final class Scheduler
     /** @var array<string, float> group => when history was last cleaned up */
     private array $cleaned = [];
     private float $reconciled = 0.0;
+    private float $pruned = 0.0;
     private readonly string $host;
     private readonly \DateTimeZone $zone;
     /** @var \Closure(): \DateTimeImmutable */
@@ -165,7 +166,10 @@ final class Scheduler
                 $this->cleaned[$group->name] = $t;
             }
         }
-        $this->store->dropUnknownPending(array_keys($this->jobs));
+        if ($t - $this->pruned >= 60.0) {
+            $this->store->dropUnknownPending(array_keys($this->jobs));
+            $this->pruned = $t;
+        }
     }
 
     /** @return list<string> */
@@ -249,7 +253,9 @@ final class Scheduler
         $now = ($this->clock)();
         $result = $r->result();
         if ($result === null) {
-            $this->store->finish($id, Store::ERROR, 'not started: the child could not be forked (see the daemon log)', $now, ['outcome' => 'not started']);
+            // It never started (the daemon stopped first, or the fork failed): the row is handed
+            // back to pending, to run later or be missed by age, never left "running".
+            $this->store->release($id);
             return;
         }
         $records = [];

@@ -526,12 +526,17 @@ fn begin_stop(d: &Daemon, lp: &mut Loop, why: &str) {
         ),
     );
     for r in dropped {
-        let name = d.inner.borrow().plan.job_def(r.job).name.clone();
+        let (name, event) = {
+            let s = d.inner.borrow();
+            (s.plan.job_def(r.job).name.clone(), job_run_of(&s, &r, None))
+        };
         say(
             d,
             Level::Warning,
             &format!("run of {name} (due {}) not started: the daemon is stopping", r.scheduled),
         );
+        // Handed back visibly: its onJobEnd has no result (it never started).
+        emit(d, false, Some(event));
     }
     zend::set_process_title(&format!(
         "forklift: {} dispatcher (stopping)",
@@ -803,10 +808,13 @@ fn fire_due(d: &Daemon) -> PhpResult<()> {
 
 /// The JobRun the events get.
 fn job_run(s: &State, id: RunId, result: Option<JobResult>) -> Option<JobRun> {
-    let run = s.plan.run(id)?;
+    Some(job_run_of(s, s.plan.run(id)?, result))
+}
+
+fn job_run_of(s: &State, run: &crate::core::daemon::plan::Run, result: Option<JobResult>) -> JobRun {
     let def = s.plan.job_def(run.job);
-    Some(JobRun {
-        id: id.0,
+    JobRun {
+        id: run.id.0,
         name: def.name.clone(),
         lane: match run.placement {
             Placement::Lane(l) => Some(s.plan.lane_name(l).to_string()),
@@ -818,7 +826,7 @@ fn job_run(s: &State, id: RunId, result: Option<JobResult>) -> Option<JobRun> {
         scheduled_at: unix(run.scheduled),
         started_at: run.started.map(|(w, _)| unix(w)).unwrap_or(0.0),
         result,
-    })
+    }
 }
 
 fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {

@@ -63,7 +63,7 @@ impl JobRun {
         self.started_at
     }
 
-    /// How it ended; null in onJobStart, and for a run that could not start.
+    /// How it ended; null in onJobStart, and for a run that never started (the fork failed, or the daemon stopped before its turn).
     pub fn result(&self) -> Option<JobResult> {
         self.result.as_ref().map(JobResult::share)
     }

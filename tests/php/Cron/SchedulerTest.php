@@ -317,6 +317,34 @@ class SchedulerTest extends TestCase
         ], $rows);
     }
 
+    public function test_a_row_queued_but_not_started_at_the_stop_goes_back_to_pending(): void
+    {
+        $gate = "$this->dir/gate";
+        $d = $this->daemon();
+        $this->scheduler($d, [
+            new Job('first', 'default', '* * * * *', function () use ($gate) {
+                while (!file_exists($gate)) {
+                    usleep(2000);
+                }
+            }),
+            new Job('second', 'default', '* * * * *', fn () => 'never started'),
+        ]);
+        $this->runUntil($d, function () use ($gate) {
+            // Both rows claimed: "first" runs, "second" waits behind it in the lane. Stop now.
+            if ($this->rowCount("status = 'running'") === 2) {
+                touch($gate);
+                return true;
+            }
+            return false;
+        });
+        $rows = [];
+        foreach ($this->rows("scheduled_at = '2026-03-02 10:00:00'") as $r) {
+            $rows[$r['job_code']] = [$r['status'], $r['executed_at'], $r['host']];
+        }
+        $this->assertSame('success', $rows['first'][0]);
+        $this->assertSame(['pending', null, null], $rows['second'], 'handed back, not left running');
+    }
+
     public function test_bad_configuration_is_refused_with_the_job_and_what_to_fix(): void
     {
         foreach ([
