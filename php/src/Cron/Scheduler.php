@@ -38,6 +38,8 @@ final class Scheduler
     private array $cleaned = [];
     private float $reconciled = 0.0;
     private float $pruned = 0.0;
+    /** @var list<string> jobs left out (lenient mode), with why */
+    private array $errors = [];
     private readonly string $host;
     private readonly \DateTimeZone $zone;
     /** @var \Closure(): \DateTimeImmutable */
@@ -62,6 +64,7 @@ final class Scheduler
         ?callable $clock = null,
         float $tick = 1.0,
         ?string $host = null,
+        private readonly bool $strict = true,
     ) {
         $this->host = $host ?? (gethostname() ?: 'localhost');
         $this->zone = $zone ?? new \DateTimeZone(date_default_timezone_get());
@@ -85,14 +88,43 @@ final class Scheduler
             if (!$job instanceof Job) {
                 throw new \InvalidArgumentException('$jobs: pass Forklift\Cron\Job objects, ' . get_debug_type($job) . ' given');
             }
-            $this->add($job);
+            try {
+                $this->add($job);
+            } catch (\InvalidArgumentException $e) {
+                // Strict: the first bad job stops the start. Lenient: it is reported and left out,
+                // and the jobs that are fine run.
+                if ($this->strict) {
+                    throw $e;
+                }
+                $this->errors[] = $e->getMessage();
+            }
         }
-        $store->install();
+        try {
+            $store->install();
+        } catch (\PDOException $e) {
+            throw new \RuntimeException(
+                'cannot reach the cron_schedule database: ' . $e->getMessage()
+                . '; check the DSN, the server and the credentials',
+                0,
+                $e
+            );
+        }
         // A connection is never shared with a child: each side connects again when it needs to.
         \Forklift\on_fork(prepare: fn () => $store->disconnect());
         $daemon->onJobStart(fn (JobRun $r) => $this->started($r));
         $daemon->onJobEnd(fn (JobRun $r) => $this->ended($r));
         $daemon->every($tick, fn () => $this->tick(), name: 'cron scheduler');
+    }
+
+    /**
+     * The jobs left out because their configuration is wrong (with `strict: false`), each with
+     * the job and what to fix. Log them at start.
+     *
+     * @return list<string>
+     */
+    public function errors(): array
+    {
+        return $this->errors;
     }
 
     private function add(Job $job): void

@@ -44,6 +44,7 @@ $daemon = new Daemon(
 
 $jobs = [];
 $groups = [];
+$badJobs = [];
 foreach ($om->get(\Magento\Cron\Model\ConfigInterface::class)->getJobs() as $groupId => $groupJobs) {
     $value = fn (string $key, int $default) => (int) ($config->getValue("system/cron/$groupId/$key") ?? $default);
     $groups[] = new Group(
@@ -62,6 +63,10 @@ foreach ($om->get(\Magento\Cron\Model\ConfigInterface::class)->getJobs() as $gro
         }
         $instance = $job['instance'];
         $method = $job['method'];
+        if (!class_exists($instance) || !method_exists($instance, $method)) {
+            $badJobs[] = "cron job $code: $instance::$method() does not exist; fix the job's instance/method in its module's etc/crontab.xml";
+            continue;
+        }
         $jobs[] = new Job(
             (string) $code,
             (string) $groupId,
@@ -75,7 +80,7 @@ foreach ($om->get(\Magento\Cron\Model\ConfigInterface::class)->getJobs() as $gro
     }
 }
 
-new Scheduler(
+$scheduler = new Scheduler(
     $daemon,
     new Store(
         fn () => $resource->getConnection()->getConnection(),
@@ -86,6 +91,12 @@ new Scheduler(
     $jobs,
     zone: new \DateTimeZone((string) ($config->getValue('general/locale/timezone') ?: 'UTC')),
     config: fn (string $path) => $config->getValue($path),
+    strict: false,
 );
+// Jobs with a wrong configuration are named at start; the others run.
+$logger = $om->get(\Psr\Log\LoggerInterface::class);
+foreach ([...$badJobs, ...$scheduler->errors()] as $error) {
+    $logger->error("forklift:cron: $error (the job does not run)");
+}
 
 return $daemon;

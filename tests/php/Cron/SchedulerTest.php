@@ -345,6 +345,40 @@ class SchedulerTest extends TestCase
         $this->assertSame(['pending', null, null], $rows['second'], 'handed back, not left running');
     }
 
+    public function test_lenient_mode_names_the_bad_jobs_and_runs_the_good_ones(): void
+    {
+        $d = $this->daemon();
+        $scheduler = new Scheduler(
+            $d,
+            $this->store,
+            [Group::magentoDefault()],
+            [
+                new Job('bad_group', 'nope', '* * * * *', fn () => null),
+                new Job('bad_expr', 'default', '*/0 * * * *', fn () => null),
+                new Job('good', 'default', '* * * * *', fn () => 'ran'),
+            ],
+            zone: new \DateTimeZone('UTC'),
+            clock: fn () => $this->now,
+            tick: 0.005,
+            host: 'test-host',
+            strict: false,
+        );
+        $errors = $scheduler->errors();
+        $this->assertCount(2, $errors);
+        $this->assertStringContainsString('cron job bad_group: unknown group "nope"', $errors[0]);
+        $this->assertStringContainsString('cron job bad_expr:', $errors[1]);
+        $this->runUntil($d, fn () => $this->rowCount("status = 'success'") === 1);
+        $this->assertSame(['good'], array_values(array_unique(array_column($this->rows(), 'job_code'))));
+    }
+
+    public function test_an_unreachable_database_is_said_at_start(): void
+    {
+        $store = new Store(fn () => new \PDO('mysql:host=127.0.0.1;port=1;dbname=x', 'u', 'p', [\PDO::ATTR_TIMEOUT => 2]));
+        $this->expectException(\RuntimeException::class);
+        $this->expectExceptionMessage('cannot reach the cron_schedule database');
+        new Scheduler($this->daemon(), $store, [Group::magentoDefault()], []);
+    }
+
     public function test_bad_configuration_is_refused_with_the_job_and_what_to_fix(): void
     {
         foreach ([
