@@ -264,20 +264,8 @@ pub fn kill_descendants(rounds: usize) -> usize {
         for (pid, parent) in descendants_of(me) {
             if let Ok(Some(fd)) = pidfd_open(Pid::from_raw(pid)) {
                 // With the pidfd held the pid cannot be reused: check it is still the child.
-                if parent_of(pid) == Some(parent) {
-                    // SAFETY: pidfd_send_signal with a live pidfd, a signal and no info.
-                    let r = unsafe {
-                        libc::syscall(
-                            libc::SYS_pidfd_send_signal,
-                            std::os::fd::AsRawFd::as_raw_fd(&fd),
-                            libc::SIGKILL,
-                            std::ptr::null::<libc::siginfo_t>(),
-                            0,
-                        )
-                    };
-                    if r == 0 {
-                        found += 1;
-                    }
+                if parent_of(pid) == Some(parent) && kill_pidfd(&fd) {
+                    found += 1;
                 }
             }
         }
@@ -318,22 +306,27 @@ pub fn kill_and_reap_strays(wait: std::time::Duration) -> usize {
             if !is_below(pid, me) {
                 continue;
             }
-            // SAFETY: pidfd_send_signal with a live pidfd, a signal and no info.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            if r == 0 {
+            if kill_pidfd(&fd) {
                 killed.insert(pid);
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// SIGKILL through a pidfd (the pid cannot have been reused while the fd is held).
+fn kill_pidfd(fd: &OwnedFd) -> bool {
+    // SAFETY: pidfd_send_signal with a live pidfd, a signal and no info.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    r == 0
 }
 
 /// Whether `pid` has `root` among its ancestors (walking /proc, at most 64 levels).
