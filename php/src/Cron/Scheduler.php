@@ -21,6 +21,11 @@ use Forklift\JobRun;
  * Each group is a serial lane of the daemon (one job at a time); a group with
  * `useSeparateProcess`, and a job marked parallel, run each job in a child of its own. A job whose
  * previous run still runs is not started again: its row becomes `missed` with that reason.
+ *
+ * A row is taken (`running`) when a run of its job starts, not when it is queued: the run takes
+ * the oldest due row of its job (a job never runs twice at once, so the code says which run a
+ * row is). A run queued and never started — the daemon stopped first, or a reload handed it to
+ * the next dispatcher, where it takes the row when it starts — leaves its row pending.
  */
 final class Scheduler
 {
@@ -32,6 +37,10 @@ final class Scheduler
     private array $runs = [];
     /** @var array<int, int> schedule_id => pid of its child (while it runs here) */
     private array $live = [];
+    /** @var array<int, string> schedule_id => job code (while it runs here) */
+    private array $liveCodes = [];
+    /** @var array<string, true> jobs with a run queued and not started yet */
+    private array $waiting = [];
     /** @var array<string, float> group => when rows were last generated (Unix time) */
     private array $generated = [];
     /** @var array<string, float> group => when history was last cleaned up */
@@ -251,37 +260,59 @@ final class Scheduler
                 ), $now);
                 continue;
             }
-            if (!$this->store->claim($id, $now, $this->host, getmypid())) {
-                continue; // another dispatcher took it
+            $code = $row['job_code'];
+            if (isset($this->waiting[$code])) {
+                continue; // a run of it is queued: when it starts it takes the oldest due row
             }
-            $run = $this->daemon->queue($row['job_code']);
-            if ($run === null) {
+            if (in_array($code, $this->liveCodes, true)) {
+                // Its previous run still runs here: this row is not started (recorded).
                 $this->store->finish($id, Store::MISSED, sprintf(
                     'not started: the previous run of %s was still running (Forklift does not start a job twice)',
-                    $row['job_code']
+                    $code
                 ), $now);
                 continue;
             }
-            $this->runs[$run] = $id;
+            if ($this->daemon->queue($code) !== null) {
+                $this->waiting[$code] = true;
+            }
+            // Refused: a run of it came over from the previous dispatcher (a reload) and runs or
+            // waits there; the row stays pending for the next run of the job, or is missed by age.
         }
     }
 
+    /**
+     * A run starts: it takes the oldest due pending row of its job (`running`, `executed_at`, its
+     * host and pid). A job never runs twice at once, so the job code says which run a row is:
+     * this also holds for a run that a reload handed over from the previous dispatcher.
+     */
     private function started(JobRun $r): void
     {
-        $id = $this->runs[$r->id()] ?? null;
-        if ($id !== null) {
-            $this->live[$id] = $r->pid();
-            $this->store->started($id, $this->host, $r->pid());
+        $code = $r->name();
+        if (!isset($this->jobs[$code])) {
+            return;
         }
+        unset($this->waiting[$code]);
+        $now = ($this->clock)();
+        $row = $this->store->due([$code], $now)[0] ?? null;
+        if ($row === null || !$this->store->claim($row['schedule_id'], $now, $this->host, $r->pid())) {
+            return; // asked for by application code, not by a row
+        }
+        $id = $row['schedule_id'];
+        $this->runs[$r->id()] = $id;
+        $this->live[$id] = $r->pid();
+        $this->liveCodes[$id] = $code;
     }
 
     private function ended(JobRun $r): void
     {
+        if ($r->result() === null) {
+            unset($this->waiting[$r->name()]); // never started: its row was never taken
+        }
         $id = $this->runs[$r->id()] ?? null;
         if ($id === null) {
             return;
         }
-        unset($this->runs[$r->id()], $this->live[$id]);
+        unset($this->runs[$r->id()], $this->live[$id], $this->liveCodes[$id]);
         $now = ($this->clock)();
         $result = $r->result();
         if ($result === null) {

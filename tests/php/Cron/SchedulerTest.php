@@ -317,7 +317,7 @@ class SchedulerTest extends TestCase
         ], $rows);
     }
 
-    public function test_a_row_queued_but_not_started_at_the_stop_goes_back_to_pending(): void
+    public function test_a_row_whose_run_was_queued_but_not_started_at_the_stop_stays_pending(): void
     {
         $gate = "$this->dir/gate";
         $d = $this->daemon();
@@ -329,9 +329,10 @@ class SchedulerTest extends TestCase
             }),
             new Job('second', 'default', '* * * * *', fn () => 'never started'),
         ]);
-        $this->runUntil($d, function () use ($gate) {
-            // Both rows claimed: "first" runs, "second" waits behind it in the lane. Stop now.
-            if ($this->rowCount("status = 'running'") === 2) {
+        $this->runUntil($d, function () use ($gate, $d) {
+            // "first" runs (its row taken), "second" waits behind it in the lane. Stop now.
+            $lane = array_values(array_filter($d->status()['lanes'], fn ($l) => $l['name'] === 'default'))[0];
+            if ($this->rowCount("status = 'running'") === 1 && $lane['queued'] === 1) {
                 touch($gate);
                 return true;
             }
