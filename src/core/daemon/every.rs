@@ -141,7 +141,10 @@ mod tests {
         assert!(e.fire(t0 + ms(100)).unwrap().run);
         // Ticks 2 and 3 passed; tick 3 (due at 300) is only 20 ms late: it runs, 1 missed.
         let late = e.fire(t0 + ms(320)).unwrap();
-        assert_eq!((late.tick, late.missed, late.run, late.due), (3, 1, true, t0 + ms(300)));
+        assert_eq!(
+            (late.tick, late.missed, late.run, late.due),
+            (3, 1, true, t0 + ms(300))
+        );
         // Every tick is either run or counted: 3 ticks, 2 runs, 1 missed.
     }
 

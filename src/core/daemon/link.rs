@@ -73,7 +73,11 @@ impl From<&Handed> for Handover {
         Handover {
             until: h.until.map(from_unix),
             running: h.running.clone(),
-            queued: h.queued.iter().map(|(n, t)| (n.clone(), from_unix(*t))).collect(),
+            queued: h
+                .queued
+                .iter()
+                .map(|(n, t)| (n.clone(), from_unix(*t)))
+                .collect(),
         }
     }
 }
@@ -246,7 +250,10 @@ mod tests {
         let h = Handover {
             until: Some(DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
             running: vec!["long".into()],
-            queued: vec![("a".into(), DateTime::from_timestamp(1_700_000_060, 0).unwrap())],
+            queued: vec![(
+                "a".into(),
+                DateTime::from_timestamp(1_700_000_060, 0).unwrap(),
+            )],
         };
         let json = serde_json::to_string(&Down::Go {
             handover: Some(Handed::from(&h)),

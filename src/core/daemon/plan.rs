@@ -364,7 +364,9 @@ impl Plan {
             .iter()
             .filter_map(|e| match &e.when {
                 When::Every(every) => Some(every.due()),
-                When::Cron { next, .. } => next.map(|t| now.mono_at(t).min(now.mono + CRON_RECHECK)),
+                When::Cron { next, .. } => {
+                    next.map(|t| now.mono_at(t).min(now.mono + CRON_RECHECK))
+                }
             })
             .min()
     }

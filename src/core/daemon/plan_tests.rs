@@ -107,7 +107,10 @@ fn a_job_still_running_is_not_started_again_and_that_is_counted() {
     assert_eq!(stats.skipped, 2);
     let now = c.go(secs(1));
     p.ended(r, "ok", true, 1.0, None, now);
-    assert!(p.ask(a, None, now.wall, Trigger::Cron).is_ok(), "free again");
+    assert!(
+        p.ask(a, None, now.wall, Trigger::Cron).is_ok(),
+        "free again"
+    );
 }
 
 #[test]
@@ -133,7 +136,11 @@ fn cron_fires_each_minute_once_and_reports_the_next_time() {
     let (mut p, l) = plan_with_default();
     let mut c = Fake::new();
     let a = job(&mut p, "a", Placement::Lane(l));
-    p.add_cron(Schedule::parse("* * * * *", Some("UTC")).unwrap(), Missed::Skip, a);
+    p.add_cron(
+        Schedule::parse("* * * * *", Some("UTC")).unwrap(),
+        Missed::Skip,
+        a,
+    );
     p.start(c.now(), None);
     let next = p.next_cron(a).unwrap();
     assert_eq!(next, Utc.with_ymd_and_hms(2026, 3, 2, 10, 1, 0).unwrap());
@@ -154,7 +161,11 @@ fn a_late_loop_skips_the_cron_times_it_slept_through_but_runs_the_latest() {
     let (mut p, l) = plan_with_default();
     let mut c = Fake::new();
     let a = job(&mut p, "a", Placement::Lane(l));
-    p.add_cron(Schedule::parse("* * * * *", Some("UTC")).unwrap(), Missed::Skip, a);
+    p.add_cron(
+        Schedule::parse("* * * * *", Some("UTC")).unwrap(),
+        Missed::Skip,
+        a,
+    );
     p.start(c.now(), None);
     // 3 min 40 s pass (an inline callback hogged the loop): 10:01, 10:02, 10:03 and 10:04 passed.
     let fired = p.fire(c.go(secs(220)));
@@ -188,7 +199,11 @@ fn a_cron_time_too_late_to_run_is_missed_under_skip_and_run_under_run_once() {
         let (mut p, l) = plan_with_default();
         let mut c = Fake::new();
         let a = job(&mut p, "a", Placement::Lane(l));
-        p.add_cron(Schedule::parse("0 * * * *", Some("UTC")).unwrap(), policy, a);
+        p.add_cron(
+            Schedule::parse("0 * * * *", Some("UTC")).unwrap(),
+            policy,
+            a,
+        );
         p.start(c.now(), None);
         // 11:00 passes while the loop is stuck until 11:05.
         let fired = p.fire(c.go(secs(3600 + 270)));
@@ -207,19 +222,31 @@ fn an_interval_timer_fires_on_its_grid() {
     p.add_every(Duration::from_millis(1500), Missed::Skip, Target::Inline(7))
         .unwrap();
     p.start(c.now(), None);
-    assert_eq!(p.next_wake(c.now()), Some(c.now().mono + Duration::from_millis(1500)));
+    assert_eq!(
+        p.next_wake(c.now()),
+        Some(c.now().mono + Duration::from_millis(1500))
+    );
     let mut fired = 0;
     for _ in 0..100 {
         // Every wake comes 0.2 s late: still one run per tick, no drift.
         let due = p.next_wake(c.now()).unwrap();
         let now = c.go(due - c.now().mono + Duration::from_millis(200));
         for f in p.fire(now) {
-            assert_eq!(f, Fired::Inline { callback: 7, missed: 0 });
+            assert_eq!(
+                f,
+                Fired::Inline {
+                    callback: 7,
+                    missed: 0
+                }
+            );
             fired += 1;
         }
     }
     assert_eq!(fired, 100);
-    assert_eq!(p.next_wake(c.now()), Some(c.t0 + Duration::from_millis(1500 * 101)));
+    assert_eq!(
+        p.next_wake(c.now()),
+        Some(c.t0 + Duration::from_millis(1500 * 101))
+    );
 }
 
 #[test]
@@ -228,7 +255,11 @@ fn stop_drops_what_has_not_started_and_refuses_new_runs() {
     let c = Fake::new();
     let a = job(&mut p, "a", Placement::Lane(l));
     let b = job(&mut p, "b", Placement::Lane(l));
-    p.add_cron(Schedule::parse("* * * * *", Some("UTC")).unwrap(), Missed::Skip, a);
+    p.add_cron(
+        Schedule::parse("* * * * *", Some("UTC")).unwrap(),
+        Missed::Skip,
+        a,
+    );
     p.start(c.now(), None);
     let ra = p.ask(a, None, c.now().wall, Trigger::Asked).unwrap();
     p.ask(b, None, c.now().wall, Trigger::Asked).unwrap();
@@ -252,14 +283,20 @@ fn a_reload_hands_over_without_losing_or_repeating_a_cron_time() {
         let a = job(&mut p, "a", Placement::Lane(l));
         let b = job(&mut p, "b", Placement::Lane(l));
         let long = job(&mut p, "long", Placement::Parallel);
-        p.add_cron(Schedule::parse("* * * * *", Some("UTC")).unwrap(), Missed::Skip, a);
+        p.add_cron(
+            Schedule::parse("* * * * *", Some("UTC")).unwrap(),
+            Missed::Skip,
+            a,
+        );
         (p, a, b, long)
     };
     let (mut old, _, b, long) = make();
     old.start(c.now(), None);
     let rl = old.ask(long, None, c.now().wall, Trigger::Asked).unwrap();
     let r1 = old.ask(b, None, c.now().wall, Trigger::Asked).unwrap();
-    let r2 = old.ask(old.job("a").unwrap(), None, c.now().wall, Trigger::Asked).unwrap();
+    let r2 = old
+        .ask(old.job("a").unwrap(), None, c.now().wall, Trigger::Asked)
+        .unwrap();
     for r in old.startable() {
         old.started(r, 10, c.now());
     }
@@ -270,7 +307,11 @@ fn a_reload_hands_over_without_losing_or_repeating_a_cron_time() {
     let mut running = h.running.clone();
     running.sort();
     assert_eq!(running, vec!["b".to_string(), "long".to_string()]);
-    assert_eq!(old.fire(c.go(secs(20))), vec![], "the old one fires nothing more");
+    assert_eq!(
+        old.fire(c.go(secs(20))),
+        vec![],
+        "the old one fires nothing more"
+    );
     let (mut new, a, _, long2) = make();
     new.start(c.now(), Some(&h));
     let fired = new.fire(c.now());
@@ -282,7 +323,10 @@ fn a_reload_hands_over_without_losing_or_repeating_a_cron_time() {
             reason: "already queued".into()
         }]
     );
-    assert!(new.ask(long2, None, c.now().wall, Trigger::Asked).is_err(), "long runs in the old one");
+    assert!(
+        new.ask(long2, None, c.now().wall, Trigger::Asked).is_err(),
+        "long runs in the old one"
+    );
     new.ended_elsewhere("long");
     assert!(new.ask(long2, None, c.now().wall, Trigger::Asked).is_ok());
     let _ = (rl, r1);
@@ -301,7 +345,10 @@ fn names_are_checked_and_unique() {
     assert!(p.add_lane("default").is_err());
     assert!(p.add_lane("").is_err());
     let e = p.lane_or_error("nope").unwrap_err().to_string();
-    assert!(e.contains("unknown lane \"nope\"") && e.contains("lanes now: default"), "{e}");
+    assert!(
+        e.contains("unknown lane \"nope\"") && e.contains("lanes now: default"),
+        "{e}"
+    );
 }
 
 #[test]

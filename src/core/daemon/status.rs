@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Plan, Placement, Run, DURATION_BUCKETS};
+use super::plan::{Placement, Plan, Run, DURATION_BUCKETS};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Status {
@@ -145,9 +145,7 @@ impl Status {
                 name: def.name.clone(),
                 lane: lane_of(def.placement),
                 schedule: schedule_of(&def.name),
-                next_run: plan
-                    .next_run(super::plan::Target::Job(id), clock)
-                    .map(unix),
+                next_run: plan.next_run(super::plan::Target::Job(id), clock).map(unix),
                 runs: s.runs,
                 skipped: s.skipped,
                 missed: s.missed,
@@ -189,7 +187,11 @@ impl Status {
             "Runs not started because the job's previous run was still queued or running.",
         );
         for j in &self.jobs {
-            m.sample("forklift_job_skipped_total", &[("job", &j.name)], j.skipped as f64);
+            m.sample(
+                "forklift_job_skipped_total",
+                &[("job", &j.name)],
+                j.skipped as f64,
+            );
         }
         m.family(
             "forklift_job_duration_seconds",
@@ -212,8 +214,16 @@ impl Status {
                 &[("job", &j.name), ("le", "+Inf")],
                 count as f64,
             );
-            m.sample("forklift_job_duration_seconds_sum", &[("job", &j.name)], j.duration_sum);
-            m.sample("forklift_job_duration_seconds_count", &[("job", &j.name)], count as f64);
+            m.sample(
+                "forklift_job_duration_seconds_sum",
+                &[("job", &j.name)],
+                j.duration_sum,
+            );
+            m.sample(
+                "forklift_job_duration_seconds_count",
+                &[("job", &j.name)],
+                count as f64,
+            );
         }
         m.family(
             "forklift_job_last_success_timestamp_seconds",
@@ -237,7 +247,11 @@ impl Status {
             "Runs waiting in a serial lane.",
         );
         for l in &self.lanes {
-            m.sample("forklift_lane_queued", &[("lane", &l.name)], l.queued as f64);
+            m.sample(
+                "forklift_lane_queued",
+                &[("lane", &l.name)],
+                l.queued as f64,
+            );
         }
         m.family(
             "forklift_dispatcher_restarts_total",
@@ -266,7 +280,11 @@ impl Status {
             "counter",
             "Timer ticks and cron times that passed without a run because the loop was late.",
         );
-        m.sample("forklift_timer_overruns_total", &[], self.timer_overruns as f64);
+        m.sample(
+            "forklift_timer_overruns_total",
+            &[],
+            self.timer_overruns as f64,
+        );
         m.out
     }
 }

@@ -234,7 +234,8 @@ impl Runtime {
             return;
         }
         // Whole milliseconds: the report says "timed out after 1.075 s".
-        let ran = std::time::Duration::from_millis(entry.child.started.elapsed().as_millis() as u64);
+        let ran =
+            std::time::Duration::from_millis(entry.child.started.elapsed().as_millis() as u64);
         let limits = Deadline {
             timeout: ran,
             grace,

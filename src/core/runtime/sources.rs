@@ -71,9 +71,11 @@ impl Runtime {
         self.release_signals();
         let fd = sys::own_signals(signals).map_err(|e| Error::sys("signalfd", e))?;
         use std::os::fd::AsRawFd;
-        self.children
-            .reactor
-            .add(fd.as_raw_fd(), crate::core::reactor::READABLE, token(SIGNALS))?;
+        self.children.reactor.add(
+            fd.as_raw_fd(),
+            crate::core::reactor::READABLE,
+            token(SIGNALS),
+        )?;
         self.sources.signal_fd = Some((fd, signals.to_vec()));
         Ok(())
     }

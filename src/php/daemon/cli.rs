@@ -161,11 +161,18 @@ pub fn signal_running(pid_file: &str, signal: i64, wait: bool, timeout: f64) -> 
 fn check_is_supervisor(pid: i32, pid_file: &str) -> PhpResult<()> {
     use std::os::unix::fs::MetadataExt;
     let title = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_string())
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .replace('\0', " ")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default();
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    let owner = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()).ok();
+    let owner = std::fs::metadata(format!("/proc/{pid}"))
+        .map(|m| m.uid())
+        .ok();
     // A supervisor, or a dispatcher run() without one: both hold their pid file.
     if !title.starts_with("forklift: ") {
         return Err(invalid(format!(
@@ -256,9 +263,9 @@ pub fn serve_metrics(pid_file: &str, listen: &str) -> PhpResult<()> {
     let socket = control::socket_path(Path::new(pid_file));
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("");
-        let response = if path != "/metrics" || *request.method() != tiny_http::Method::Get
-        {
-            tiny_http::Response::from_string("only GET /metrics is served here\n").with_status_code(404)
+        let response = if path != "/metrics" || *request.method() != tiny_http::Method::Get {
+            tiny_http::Response::from_string("only GET /metrics is served here\n")
+                .with_status_code(404)
         } else {
             match control::query(&socket, "metrics", Duration::from_secs(5)) {
                 Ok(body) => tiny_http::Response::from_string(body).with_header(

@@ -129,7 +129,10 @@ fn skips_summed(d: &Daemon, job: &str) {
         say(
             d,
             Level::Notice,
-            &format!("job {job}: {} more run(s) were not started while it ran", n - 1),
+            &format!(
+                "job {job}: {} more run(s) were not started while it ran",
+                n - 1
+            ),
         );
     }
 }
@@ -175,20 +178,36 @@ pub(super) fn status_json(d: &Daemon) -> String {
 
 /// The pools' part of the status.
 fn pool_status(d: &Daemon) -> Vec<PoolStatus> {
-    let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
+    let pools: Vec<Zval> = d
+        .inner
+        .borrow()
+        .pools
+        .iter()
+        .map(Zval::shallow_clone)
+        .collect();
     pools.iter().filter_map(for_daemon::status).collect()
 }
 
 /// Between turns: the daemon's pools replace workers, take results and run their callbacks.
 fn service_pools(d: &Daemon) {
-    let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
+    let pools: Vec<Zval> = d
+        .inner
+        .borrow()
+        .pools
+        .iter()
+        .map(Zval::shallow_clone)
+        .collect();
     for p in &pools {
         let Some(result) = guarded(|| for_daemon::service(p).is_ok()) else {
             return;
         };
         if !result {
             if let Some(why) = take_error() {
-                say(d, Level::Error, &format!("a pool's onResult callback threw: {why}"));
+                say(
+                    d,
+                    Level::Error,
+                    &format!("a pool's onResult callback threw: {why}"),
+                );
             }
         }
     }
@@ -200,7 +219,13 @@ fn pools_idle(d: &Daemon) -> bool {
 
 /// At the end of a stop: the pools are shut down (or killed, after the stop timeout).
 fn close_pools(d: &Daemon, kill: bool) {
-    let pools: Vec<Zval> = d.inner.borrow().pools.iter().map(Zval::shallow_clone).collect();
+    let pools: Vec<Zval> = d
+        .inner
+        .borrow()
+        .pools
+        .iter()
+        .map(Zval::shallow_clone)
+        .collect();
     for p in &pools {
         match for_daemon::close(p, kill) {
             Ok(0) => {}
@@ -211,7 +236,11 @@ fn close_pools(d: &Daemon, kill: bool) {
             ),
             Err(_) => {
                 if let Some(why) = take_error() {
-                    say(d, Level::Error, &format!("a pool could not be shut down cleanly: {why}"));
+                    say(
+                        d,
+                        Level::Error,
+                        &format!("a pool could not be shut down cleanly: {why}"),
+                    );
                 }
             }
         }
@@ -262,7 +291,12 @@ pub(super) fn run(d: &Daemon) -> PhpResult<i64> {
     let mut handover: Option<Handover> = None;
     let (name, pid_file_path, stop_timeout, restart) = {
         let s = d.inner.borrow();
-        (s.name.clone(), s.pid_file.clone(), s.stop_timeout, s.restart)
+        (
+            s.name.clone(),
+            s.pid_file.clone(),
+            s.stop_timeout,
+            s.restart,
+        )
     };
     match link {
         Some(mut link) => {
@@ -404,7 +438,11 @@ fn serve(
         let stopping = d.inner.borrow().plan.is_stopping();
         if stopping && d.inner.borrow().plan.is_idle() && (lp.expired || pools_idle(d)) {
             close_pools(d, lp.expired);
-            let how = if lp.handed_over { "handed over" } else { "stopped" };
+            let how = if lp.handed_over {
+                "handed over"
+            } else {
+                "stopped"
+            };
             say(d, Level::Info, &format!("{how}: every run has ended"));
             return Ok(0);
         }
@@ -433,10 +471,9 @@ fn serve(
         }
         let wake = {
             let s = d.inner.borrow();
-            let clients = runtime::with(|rt| {
-                Ok(lp.control.as_mut().and_then(|c| c.expire(now, rt)))
-            })
-            .map_err(from_core)?;
+            let clients =
+                runtime::with(|rt| Ok(lp.control.as_mut().and_then(|c| c.expire(now, rt))))
+                    .map_err(from_core)?;
             [
                 s.plan.next_wake(Clock::now()),
                 lp.stop_deadline.filter(|_| !lp.expired),
@@ -491,12 +528,21 @@ fn aborted(d: &Daemon, a: Abort) -> PhpResult<i64> {
 /// Something went wrong in the loop itself: what runs is ended (their groups killed after
 /// `grace`) before the exception leaves `run()`, so no run is left without its supervisor.
 fn end_now(d: &Daemon, grace: Duration) {
-    let ids: Vec<_> = d.inner.borrow_mut().children.drain().map(|(_, c)| c).collect();
+    let ids: Vec<_> = d
+        .inner
+        .borrow_mut()
+        .children
+        .drain()
+        .map(|(_, c)| c)
+        .collect();
     let _ = runtime::with(|rt| {
         for id in &ids {
             rt.expire_job(*id, grace);
         }
-        while ids.iter().any(|id| rt.job_state(*id) == Some(JobState::Running)) {
+        while ids
+            .iter()
+            .any(|id| rt.job_state(*id) == Some(JobState::Running))
+        {
             rt.turn(Some(Instant::now() + Duration::from_millis(100)))?;
         }
         for id in &ids {
@@ -533,7 +579,10 @@ fn begin_stop(d: &Daemon, lp: &mut Loop, why: &str) {
         say(
             d,
             Level::Warning,
-            &format!("run of {name} (due {}) not started: the daemon is stopping", r.scheduled),
+            &format!(
+                "run of {name} (due {}) not started: the daemon is stopping",
+                r.scheduled
+            ),
         );
         // Handed back visibly: its onJobEnd has no result (it never started).
         emit(d, false, Some(event));
@@ -554,7 +603,12 @@ fn on_signal(d: &Daemon, lp: &mut Loop, signo: i32) -> PhpResult<()> {
         .map(|(_, f)| f.shallow_clone())
         .collect();
     for h in handlers {
-        call_app(d, &h, &[&(signo as i64)], &format!("the handler of signal {signo}"));
+        call_app(
+            d,
+            &h,
+            &[&(signo as i64)],
+            &format!("the handler of signal {signo}"),
+        );
     }
     match signo {
         libc::SIGTERM | libc::SIGINT => {
@@ -594,7 +648,9 @@ fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
                         .unwrap_or_default()
                 }
                 "ping" => "pong\n".into(),
-                other => format!("error: unknown request \"{other}\"; ask status, metrics or ping\n"),
+                other => {
+                    format!("error: unknown request \"{other}\"; ask status, metrics or ping\n")
+                }
             };
             runtime::with(|rt| {
                 if let Some(c) = lp.control.as_mut() {
@@ -708,7 +764,10 @@ fn take_error() -> Option<String> {
     }
     let ex = ExecutorGlobals::take_exception()?;
     let rec = crate::php::records::read_exception(&ex);
-    Some(format!("{}: {} in {}:{}", rec.class, rec.message, rec.file, rec.line))
+    Some(format!(
+        "{}: {} in {}:{}",
+        rec.class, rec.message, rec.file, rec.line
+    ))
 }
 
 /// Runs application code under zend_try: a fatal error in it ends the loop (see [`Abort`]).
@@ -811,7 +870,11 @@ fn job_run(s: &State, id: RunId, result: Option<JobResult>) -> Option<JobRun> {
     Some(job_run_of(s, s.plan.run(id)?, result))
 }
 
-fn job_run_of(s: &State, run: &crate::core::daemon::plan::Run, result: Option<JobResult>) -> JobRun {
+fn job_run_of(
+    s: &State,
+    run: &crate::core::daemon::plan::Run,
+    result: Option<JobResult>,
+) -> JobRun {
     let def = s.plan.job_def(run.job);
     JobRun {
         id: run.id.0,
@@ -845,7 +908,9 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
                 "forklift: {} {lane} - {} - {}",
                 s.name,
                 def.name,
-                spec.schedule.clone().unwrap_or_else(|| run.trigger.name().to_string())
+                spec.schedule
+                    .clone()
+                    .unwrap_or_else(|| run.trigger.name().to_string())
             );
             (
                 spec.callable.shallow_clone(),
@@ -857,12 +922,22 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
         };
         let Some(prepared) = guarded(|| hooks::run_prepare().is_ok()) else {
             // exit() or a fatal error in the hook: the run is not started, the loop ends.
-            not_started(d, id, &name, "an on_fork() prepare hook ended the dispatcher".into());
+            not_started(
+                d,
+                id,
+                &name,
+                "an on_fork() prepare hook ended the dispatcher".into(),
+            );
             return Ok(());
         };
         if !prepared {
             let why = take_error().unwrap_or_default();
-            not_started(d, id, &name, format!("an on_fork() prepare hook threw: {why}"));
+            not_started(
+                d,
+                id,
+                &name,
+                format!("an on_fork() prepare hook threw: {why}"),
+            );
             continue;
         }
         let backstop = deadline.map(|dl| dl.backstop());
@@ -883,7 +958,11 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
                 };
                 if guarded(|| hooks::run_parent().is_ok()) == Some(false) {
                     if let Some(why) = take_error() {
-                        say(d, Level::Error, &format!("an on_fork() parent hook threw ({why}); the run goes on"));
+                        say(
+                            d,
+                            Level::Error,
+                            &format!("an on_fork() parent hook threw ({why}); the run goes on"),
+                        );
                     }
                 }
                 emit(d, true, event);
@@ -899,7 +978,11 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
 /// A run that could not start fails visibly: logged, counted, and its onJobEnd gets a JobRun
 /// whose result() is null.
 fn not_started(d: &Daemon, id: RunId, name: &str, why: String) {
-    say(d, Level::Error, &format!("job {name} could not start: {why}"));
+    say(
+        d,
+        Level::Error,
+        &format!("job {name} could not start: {why}"),
+    );
     let event = {
         let mut s = d.inner.borrow_mut();
         let event = job_run(&s, id, None);
@@ -953,9 +1036,17 @@ fn collect_ended(d: &Daemon, lp: &mut Loop) -> PhpResult<()> {
                 d.inner.borrow_mut().children.remove(&run);
                 let name = {
                     let s = d.inner.borrow();
-                    s.plan.run(run).map(|r| s.plan.job_def(r.job).name.clone()).unwrap_or_default()
+                    s.plan
+                        .run(run)
+                        .map(|r| s.plan.job_def(r.job).name.clone())
+                        .unwrap_or_default()
                 };
-                not_started(d, run, &name, "its child is unknown to the runtime (a bug)".into());
+                not_started(
+                    d,
+                    run,
+                    &name,
+                    "its child is unknown to the runtime (a bug)".into(),
+                );
             }
             continue;
         };

@@ -65,6 +65,11 @@ pub fn log(logger: Option<&Zval>, name: &str, role: &str, level: Level, message:
     if ExecutorGlobals::has_exception() || !called {
         drop(ExecutorGlobals::take_exception());
         stderr(name, role, level, message);
-        stderr(name, role, Level::Warning, "the logger failed; the line above went to stderr");
+        stderr(
+            name,
+            role,
+            Level::Warning,
+            "the logger failed; the line above went to stderr",
+        );
     }
 }

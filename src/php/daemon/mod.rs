@@ -183,7 +183,13 @@ impl Daemon {
 #[allow(clippy::too_many_arguments)]
 impl Daemon {
     /// A daemon named `$name` (process titles, logs, metrics; and its pid file's default name).
-    #[php(defaults(stopTimeout = 30.0, restartBurst = 5, restartWindow = 60.0, restartDelay = 0.5, restartDelayMax = 30.0))]
+    #[php(defaults(
+        stopTimeout = 30.0,
+        restartBurst = 5,
+        restartWindow = 60.0,
+        restartDelay = 0.5,
+        restartDelayMax = 30.0
+    ))]
     pub fn __construct(
         name: String,
         pidFile: Option<String>,
@@ -215,7 +221,9 @@ impl Daemon {
                 )))
             }
             Some(p) if p.contains('\0') => {
-                return Err(invalid(format!("{W}: $pidFile contains a NUL byte; pass a plain path")))
+                return Err(invalid(format!(
+                    "{W}: $pidFile contains a NUL byte; pass a plain path"
+                )))
             }
             Some(p) if !p.starts_with('/') => {
                 return Err(invalid(format!(
@@ -296,7 +304,10 @@ impl Daemon {
     }
 
     /// Declares a serial lane: its jobs run one at a time, first in first out. "default" exists.
-    pub fn lane<'a>(self_: &'a mut ZendClassObject<Daemon>, name: String) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+    pub fn lane<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        name: String,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
         self_.defining("lane")?;
         self_
             .state()
@@ -331,7 +342,17 @@ impl Daemon {
             }
         }
         let placement = self_.placement(lane, parallel, M)?;
-        self_.define_job(name, r#fn, placement, overlap, timeout, grace, softTimeout, schedule, M)?;
+        self_.define_job(
+            name,
+            r#fn,
+            placement,
+            overlap,
+            timeout,
+            grace,
+            softTimeout,
+            schedule,
+            M,
+        )?;
         Ok(self_)
     }
 
@@ -495,7 +516,10 @@ impl Daemon {
         let reserved = [
             (libc::SIGKILL, "SIGKILL cannot be caught"),
             (libc::SIGSTOP, "SIGSTOP cannot be caught"),
-            (libc::SIGCHLD, "Forklift watches its children by pidfd; SIGCHLD is not delivered to handlers"),
+            (
+                libc::SIGCHLD,
+                "Forklift watches its children by pidfd; SIGCHLD is not delivered to handlers",
+            ),
             (libc::SIGSEGV, "a handler cannot recover from it"),
             (libc::SIGBUS, "a handler cannot recover from it"),
             (libc::SIGFPE, "a handler cannot recover from it"),
@@ -551,7 +575,12 @@ impl Daemon {
     /// Starts a run of job `$job` in a child of its own at once (whatever its lane); returns the
     /// run's id, or null when its previous run is still queued or running.
     pub fn start(&self, job: String) -> PhpResult<Option<i64>> {
-        dispatch::ask(self, &job, Some(Placement::Parallel), "Forklift\\Daemon::start()")
+        dispatch::ask(
+            self,
+            &job,
+            Some(Placement::Parallel),
+            "Forklift\\Daemon::start()",
+        )
     }
 
     /// Runs the daemon in this process until it is stopped (TERM, INT, `stop()`); returns the
@@ -591,7 +620,12 @@ impl Daemon {
     /// Sends `$signal` to the daemon's supervisor (the pid file's holder); with `$wait`, returns
     /// only when every process of the daemon has exited, or false after `$timeout` seconds.
     #[php(defaults(wait = true, timeout = 60.0))]
-    pub fn signal_running(pidFile: String, signal: i64, wait: bool, timeout: f64) -> PhpResult<bool> {
+    pub fn signal_running(
+        pidFile: String,
+        signal: i64,
+        wait: bool,
+        timeout: f64,
+    ) -> PhpResult<bool> {
         cli::signal_running(&pidFile, signal, wait, timeout)
     }
 

@@ -72,7 +72,10 @@ impl JobRun {
         let mut m = std::collections::HashMap::new();
         m.insert("id".into(), self.id.to_string());
         m.insert("name".into(), self.name.clone());
-        m.insert("lane".into(), self.lane.clone().unwrap_or_else(|| "(parallel)".into()));
+        m.insert(
+            "lane".into(),
+            self.lane.clone().unwrap_or_else(|| "(parallel)".into()),
+        );
         m.insert("pid".into(), self.pid.to_string());
         m.insert("trigger".into(), self.trigger.clone());
         if let Some(r) = &self.result {

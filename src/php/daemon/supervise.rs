@@ -115,8 +115,12 @@ fn detach(log: &str) -> PhpResult<Option<i64>> {
     })?;
     // SAFETY: open returned a new fd that nothing else owns.
     let log_fd = unsafe { OwnedFd::from_raw_fd(log_fd) };
-    let null = open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| fail("/dev/null", e))?;
+    let null = open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail("/dev/null", e))?;
     // SAFETY: as above.
     let null = unsafe { OwnedFd::from_raw_fd(null) };
     let (read_end, write_end) =
@@ -140,12 +144,16 @@ fn detach(log: &str) -> PhpResult<Option<i64>> {
             if let Some(pid) = word.strip_prefix("ready ") {
                 let _ = sys::write_all_fd(
                     1,
-                    format!("forklift: started in the background (supervisor pid {pid}, log: {log})\n")
-                        .as_bytes(),
+                    format!(
+                        "forklift: started in the background (supervisor pid {pid}, log: {log})\n"
+                    )
+                    .as_bytes(),
                 );
                 return Ok(Some(0));
             }
-            let why = word.strip_prefix("failed: ").unwrap_or("the daemon exited before it was ready");
+            let why = word
+                .strip_prefix("failed: ")
+                .unwrap_or("the daemon exited before it was ready");
             let _ = sys::write_all_fd(
                 2,
                 format!("forklift: the daemon did not start: {why} (its log: {log})\n").as_bytes(),
@@ -233,7 +241,9 @@ pub fn run(dispatcher: &Zval, daemonize: Option<&str>) -> PhpResult<i64> {
     }
     tell_starter(&format!(
         "failed: {}",
-        s.last_error.clone().unwrap_or_else(|| "the daemon stopped before it was ready".into())
+        s.last_error
+            .clone()
+            .unwrap_or_else(|| "the daemon stopped before it was ready".into())
     ));
     if let Some(c) = s.config.take() {
         spawn::keep_in_children(c.pid_file.fd());
@@ -327,8 +337,8 @@ fn supervise(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> 
                 next_ping = Some(Instant::now() + every);
             }
         }
-        let (sigs, ready) = runtime::with(|rt| Ok((rt.take_signals(), rt.take_ready())))
-            .map_err(from_core)?;
+        let (sigs, ready) =
+            runtime::with(|rt| Ok((rt.take_signals(), rt.take_ready()))).map_err(from_core)?;
         for sig in sigs {
             match sig {
                 libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
@@ -356,16 +366,28 @@ fn supervise(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> 
             s.restart_at = None;
             s.restarts += 1;
             let d = spawn_dispatcher(dispatcher, max_frame)?;
-            say(s, Level::Info, &format!("dispatcher started again (pid {})", d.pid));
+            say(
+                s,
+                Level::Info,
+                &format!("dispatcher started again (pid {})", d.pid),
+            );
             s.current = Some(d);
         }
         if s.stopping && s.current.is_none() && s.next.is_none() && s.old.is_none() {
-            say(s, Level::Info, "stopped: every process of the daemon has exited");
+            say(
+                s,
+                Level::Info,
+                "stopped: every process of the daemon has exited",
+            );
             return Ok(());
         }
         if s.kill_at.is_some_and(|t| now >= t) {
             s.kill_at = None;
-            say(s, Level::Error, "the dispatcher did not stop in time: SIGKILL to its group");
+            say(
+                s,
+                Level::Error,
+                "the dispatcher did not stop in time: SIGKILL to its group",
+            );
             let ids: Vec<ChildId> = [&s.current, &s.next, &s.old]
                 .into_iter()
                 .flatten()
@@ -379,7 +401,10 @@ fn supervise(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> 
             })
             .map_err(from_core)?;
         }
-        let wake = [s.restart_at, s.kill_at, next_ping].into_iter().flatten().min();
+        let wake = [s.restart_at, s.kill_at, next_ping]
+            .into_iter()
+            .flatten()
+            .min();
         let waited = runtime::with(|rt| rt.turn_unless_ready(wake, Some(&signals::interrupted)))
             .map_err(from_core)?;
         if !waited {
@@ -393,7 +418,11 @@ fn reload(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> {
         return Ok(());
     }
     if s.next.is_some() || s.old.is_some() {
-        say(s, Level::Warning, "SIGHUP: a reload is already under way; ignored");
+        say(
+            s,
+            Level::Warning,
+            "SIGHUP: a reload is already under way; ignored",
+        );
         return Ok(());
     }
     match &s.current {
@@ -403,11 +432,18 @@ fn reload(s: &mut Sup, dispatcher: &Zval, max_frame: usize) -> PhpResult<()> {
             say(
                 s,
                 Level::Info,
-                &format!("SIGHUP: reloading; new dispatcher pid {} loads the application", d.pid),
+                &format!(
+                    "SIGHUP: reloading; new dispatcher pid {} loads the application",
+                    d.pid
+                ),
             );
             s.next = Some(d);
         }
-        Some(_) => say(s, Level::Warning, "SIGHUP: the dispatcher is still starting; ignored"),
+        Some(_) => say(
+            s,
+            Level::Warning,
+            "SIGHUP: the dispatcher is still starting; ignored",
+        ),
         None => {
             // Waiting to restart after a death: restart now.
             s.restart_at = Some(Instant::now());
@@ -425,7 +461,9 @@ fn which(s: &mut Sup, sid: SourceId) -> Option<&mut Disp> {
 }
 
 fn on_link(s: &mut Sup, sid: SourceId) -> PhpResult<()> {
-    let Some(d) = which(s, sid) else { return Ok(()) };
+    let Some(d) = which(s, sid) else {
+        return Ok(());
+    };
     let pid = d.pid;
     let messages: Vec<Up> = d.link.receive();
     let is_next = s.next.as_ref().is_some_and(|n| n.sid == sid);
@@ -601,7 +639,11 @@ fn check_exits(s: &mut Sup) -> PhpResult<()> {
             say(
                 s,
                 Level::Info,
-                &format!("previous dispatcher pid {} has finished ({})", d.pid, describe(&r)),
+                &format!(
+                    "previous dispatcher pid {} has finished ({})",
+                    d.pid,
+                    describe(&r)
+                ),
             );
             forget(s.old.take().expect("checked"));
         }
@@ -611,7 +653,14 @@ fn check_exits(s: &mut Sup) -> PhpResult<()> {
             let handed = s.current.is_none();
             if s.stopping {
                 let pid = d.pid;
-                say(s, Level::Info, &format!("new dispatcher pid {pid} ended ({}): the daemon is stopping", describe(&r)));
+                say(
+                    s,
+                    Level::Info,
+                    &format!(
+                        "new dispatcher pid {pid} ended ({}): the daemon is stopping",
+                        describe(&r)
+                    ),
+                );
                 forget(s.next.take().expect("checked"));
                 return Ok(());
             }
@@ -642,7 +691,11 @@ fn check_exits(s: &mut Sup) -> PhpResult<()> {
     forget(d);
     if s.stopping {
         if s.exit_code == 0 && !r.ok() {
-            say(s, Level::Warning, &format!("dispatcher pid {pid} ended: {}", describe(&r)));
+            say(
+                s,
+                Level::Warning,
+                &format!("dispatcher pid {pid} ended: {}", describe(&r)),
+            );
         }
         return Ok(());
     }
@@ -654,17 +707,29 @@ fn check_exits(s: &mut Sup) -> PhpResult<()> {
         } else {
             "the application failed before its daemon started"
         };
-        say(s, Level::Error, &format!("{stage} ({}); nothing was started", describe(&r)));
+        say(
+            s,
+            Level::Error,
+            &format!("{stage} ({}); nothing was started", describe(&r)),
+        );
         s.exit_code = 1;
         s.stopping = true;
         return Ok(());
     }
     if r.ok() {
-        say(s, Level::Info, &format!("dispatcher pid {pid} stopped by itself (stop()); stopping"));
+        say(
+            s,
+            Level::Info,
+            &format!("dispatcher pid {pid} stopped by itself (stop()); stopping"),
+        );
         s.stopping = true;
         return Ok(());
     }
-    say(s, Level::Error, &format!("dispatcher pid {pid} died: {}", describe(&r)));
+    say(
+        s,
+        Level::Error,
+        &format!("dispatcher pid {pid} died: {}", describe(&r)),
+    );
     strays(s);
     let now = Instant::now();
     let decision = match s.config.as_mut() {
