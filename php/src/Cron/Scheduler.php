@@ -35,10 +35,8 @@ final class Scheduler
     private array $jobs = [];
     /** @var array<int, int> daemon run id => schedule_id */
     private array $runs = [];
-    /** @var array<int, int> schedule_id => pid of its child (while it runs here) */
+    /** @var array<int, string> schedule_id => job code, while its run runs here */
     private array $live = [];
-    /** @var array<int, string> schedule_id => job code (while it runs here) */
-    private array $liveCodes = [];
     /** @var array<string, true> jobs with a run queued and not started yet */
     private array $waiting = [];
     /** @var array<string, float> group => when rows were last generated (Unix time) */
@@ -264,7 +262,7 @@ final class Scheduler
             if (isset($this->waiting[$code])) {
                 continue; // a run of it is queued: when it starts it takes the oldest due row
             }
-            if (in_array($code, $this->liveCodes, true)) {
+            if (in_array($code, $this->live, true)) {
                 // Its previous run still runs here: this row is not started (recorded).
                 $this->store->finish($id, Store::MISSED, sprintf(
                     'not started: the previous run of %s was still running (Forklift does not start a job twice)',
@@ -299,8 +297,7 @@ final class Scheduler
         }
         $id = $row['schedule_id'];
         $this->runs[$r->id()] = $id;
-        $this->live[$id] = $r->pid();
-        $this->liveCodes[$id] = $code;
+        $this->live[$id] = $code;
     }
 
     private function ended(JobRun $r): void
@@ -312,15 +309,10 @@ final class Scheduler
         if ($id === null) {
             return;
         }
-        unset($this->runs[$r->id()], $this->live[$id], $this->liveCodes[$id]);
+        // Mapped runs have started (their row is taken at the start), so they have a result.
+        unset($this->runs[$r->id()], $this->live[$id]);
         $now = ($this->clock)();
         $result = $r->result();
-        if ($result === null) {
-            // It never started (the daemon stopped first, or the fork failed): the row is handed
-            // back to pending, to run later or be missed by age, never left "running".
-            $this->store->release($id);
-            return;
-        }
         $records = [];
         foreach ($result->errors() as $e) {
             $records[] = ['level' => $e->levelName(), 'message' => $e->message(), 'file' => $e->file(), 'line' => $e->line()];
@@ -369,7 +361,7 @@ final class Scheduler
             if ($row['host'] !== null && $row['host'] !== $this->host) {
                 continue;
             }
-            if (isset($this->live[$id]) || in_array($id, $this->runs, true)) {
+            if (isset($this->live[$id])) {
                 continue; // ours, running now
             }
             $pid = $row['pid'] ?? 0;

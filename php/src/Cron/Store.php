@@ -191,21 +191,6 @@ final class Store
         return true;
     }
 
-    /** A claimed row whose run never started goes back to pending (its facts are dropped). */
-    public function release(int $id): void
-    {
-        $this->db()->prepare(
-            "UPDATE {$this->table} SET status = 'pending', executed_at = NULL WHERE schedule_id = ? AND status = 'running'"
-        )->execute([$id]);
-        $this->db()->prepare("DELETE FROM {$this->facts} WHERE schedule_id = ?")->execute([$id]);
-    }
-
-    /** The run's child has started: its pid on this host. */
-    public function started(int $id, string $host, int $pid): void
-    {
-        $this->facts($id, ['host' => $host, 'pid' => $pid]);
-    }
-
     /**
      * A row ends: `success`, `error` or `missed`, with Magento's `messages` and Forklift's facts.
      *

@@ -139,6 +139,11 @@ fn skips_summed(d: &Daemon, job: &str) {
 
 /// The status table as JSON.
 pub(super) fn status_json(d: &Daemon) -> String {
+    serde_json::to_string(&status(d)).unwrap_or_else(|_| "{}".into())
+}
+
+/// The status table, from the plan, the runtime and /proc at this moment.
+fn status(d: &Daemon) -> Status {
     let pools = pool_status(d);
     let s = d.inner.borrow();
     let mut st = Status {
@@ -173,7 +178,7 @@ pub(super) fn status_json(d: &Daemon) -> String {
             ..Default::default()
         });
     }
-    serde_json::to_string(&st).unwrap_or_else(|_| "{}".into())
+    st
 }
 
 /// The pools' part of the status.
@@ -641,12 +646,7 @@ fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
         for (client, request) in requests {
             let body = match request.as_str() {
                 "status" => status_json(d),
-                "metrics" => {
-                    let json = status_json(d);
-                    serde_json::from_str::<Status>(&json)
-                        .map(|s| s.metrics())
-                        .unwrap_or_default()
-                }
+                "metrics" => status(d).metrics(),
                 "ping" => "pong\n".into(),
                 other => {
                     format!("error: unknown request \"{other}\"; ask status, metrics or ping\n")

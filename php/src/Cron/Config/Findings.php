@@ -27,6 +27,41 @@ final class Findings
     }
 
     /**
+     * A job's callable from the reader's factory; null (and an error naming the job, and
+     * `$cannotHint` or `$notCallableHint` as what to fix) when the factory throws or gives
+     * something that is not callable.
+     */
+    public function make(
+        \Closure $factory,
+        string $class,
+        string $method,
+        string $where,
+        string $about,
+        string $cannotHint,
+        string $notCallableHint,
+    ): ?callable {
+        try {
+            $run = $factory($class, $method);
+        } catch (\Throwable $e) {
+            $this->error(sprintf('%s: %s: cannot make %s::%s(): %s; %s', $where, $about, $class, $method, $e->getMessage(), $cannotHint));
+            return null;
+        }
+        if (!is_callable($run)) {
+            $this->error(sprintf(
+                '%s: %s: the factory gave %s for %s::%s(), not a callable; %s',
+                $where,
+                $about,
+                get_debug_type($run),
+                $class,
+                $method,
+                $notCallableHint
+            ));
+            return null;
+        }
+        return $run;
+    }
+
+    /**
      * The reader's answer: in strict mode, a ConfigException naming every error if there is one.
      *
      * @param list<\Forklift\Cron\Group> $groups

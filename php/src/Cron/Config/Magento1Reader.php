@@ -242,28 +242,16 @@ final class Magento1Reader
             }
 
             [, $alias, $method] = $run;
-            try {
-                $callable = ($this->factory)($alias, $method);
-            } catch (\Throwable $e) {
-                $findings->error(sprintf(
-                    '%s: %s: cannot make %s::%s(): %s; fix its <run><model> (does the model exist, has it that method?)',
-                    $model[1],
-                    $about,
-                    $alias,
-                    $method,
-                    $e->getMessage()
-                ));
-                continue;
-            }
-            if (!is_callable($callable)) {
-                $findings->error(sprintf(
-                    '%s: %s: the factory gave %s for %s::%s(), not a callable; fix the factory or the job\'s <run><model>',
-                    $model[1],
-                    $about,
-                    get_debug_type($callable),
-                    $alias,
-                    $method
-                ));
+            $callable = $findings->make(
+                $this->factory,
+                $alias,
+                $method,
+                $model[1],
+                $about,
+                'fix its <run><model> (does the model exist, has it that method?)',
+                'fix the factory or the job\'s <run><model>',
+            );
+            if ($callable === null) {
                 continue;
             }
             try {

@@ -275,28 +275,16 @@ final class Magento2Reader
             }
             $configPath = $j['configPath'][0] ?? "crontab/$group/jobs/$name/schedule/cron_expr";
 
-            try {
-                $run = ($this->factory)($instance, $method);
-            } catch (\Throwable $e) {
-                $findings->error(sprintf(
-                    '%s: %s: cannot make %s::%s(): %s; fix the job\'s instance and method (does the class exist, is the method public?)',
-                    $where,
-                    $about,
-                    $instance,
-                    $method,
-                    $e->getMessage()
-                ));
-                continue;
-            }
-            if (!is_callable($run)) {
-                $findings->error(sprintf(
-                    '%s: %s: the factory gave %s for %s::%s(), not a callable; fix the factory or the job\'s instance and method',
-                    $where,
-                    $about,
-                    get_debug_type($run),
-                    $instance,
-                    $method
-                ));
+            $run = $findings->make(
+                $this->factory,
+                $instance,
+                $method,
+                $where,
+                $about,
+                'fix the job\'s instance and method (does the class exist, is the method public?)',
+                'fix the factory or the job\'s instance and method',
+            );
+            if ($run === null) {
                 continue;
             }
             try {
