@@ -5,10 +5,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 php8.2-mysql gcc make systemd php-monolog php-psr-log sqlite3)
-# promtool (checks the metrics text) and MariaDB (started by the tests on loopback with a
-# throw-away data directory, never as a service), without their recommends.
-LEAN_PACKAGES=(prometheus mariadb-server)
+PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 php8.2-mysql gcc make systemd php-monolog php-psr-log sqlite3
+    php8.2-redis php-pda-pheanstalk php-doctrine-dbal
+    php-symfony-messenger php-symfony-console php-symfony-event-dispatcher php-symfony-dependency-injection
+    php-symfony-lock php-symfony-redis-messenger php-symfony-doctrine-messenger php-symfony-beanstalkd-messenger)
+# promtool (checks the metrics text), and the servers the tests start on loopback with
+# throw-away data directories (never as services): MariaDB, Redis, beanstalkd; without recommends.
+LEAN_PACKAGES=(prometheus mariadb-server redis-server beanstalkd)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }

@@ -523,13 +523,36 @@ final class Daemon
     /**
      * Queues a run of `$job` in its lane (or `$lane`); returns the run's id, or null when its
      * previous run is still queued or running (logged and counted). Call from the dispatcher.
+     * `$args` are passed to the job's function in its child (a run with arguments is never
+     * handed over at a reload: if still queued then, its onJobEnd gets no result); `$label`
+     * (such as a message's class) is shown in its process title, status and JobRun::label().
      *
-     * @throws InvalidArgumentException for an unknown job or lane
+     * @throws InvalidArgumentException for an unknown job or lane, or a label that is empty,
+     *         longer than 200 bytes or has control characters
      */
-    public function queue(string $job, ?string $lane = null): ?int {}
+    public function queue(string $job, ?string $lane = null, ?array $args = null, ?string $label = null): ?int {}
 
-    /** Starts a run of `$job` in a child of its own at once; null when its previous run is still queued or running. */
-    public function start(string $job): ?int {}
+    /** Starts a run of `$job` in a child of its own at once; null when its previous run is still queued or running. `$args`, `$label`: as queue(). */
+    public function start(string $job, ?array $args = null, ?string $label = null): ?int {}
+
+    /**
+     * Adds `$by` to the application's counter `$name` with `$labels` (status; metrics as
+     * `forklift_NAME_total`). Names and label names: lower-case letters, digits, _; at most 8
+     * labels; at most 10 000 label sets per daemon (a label from unbounded data is refused).
+     *
+     * @param array<string, string|int>|null $labels
+     * @throws InvalidArgumentException naming what to fix
+     */
+    public function count(string $name, ?array $labels = null, int $by = 1): void {}
+
+    /**
+     * Records `$seconds` in the application's histogram `$name` with `$labels` (status; metrics
+     * as `forklift_NAME_seconds`, the job duration buckets). Limits as count().
+     *
+     * @param array<string, string|int>|null $labels
+     * @throws InvalidArgumentException naming what to fix
+     */
+    public function observe(string $name, float $seconds, ?array $labels = null): void {}
 
     /** Runs the daemon in this process until it stops; returns 0 after a clean stop. */
     public function run(): int {}
@@ -572,6 +595,9 @@ final class JobRun
 
     /** "cron", "every", "asked" (queue()/start()) or "handed over" (a reload). */
     public function trigger(): string {}
+
+    /** What it worked on, as given to queue()/start() (such as a message's class), or null. */
+    public function label(): ?string {}
 
     /** "*" . "/5 * * * *", "every 1.5 s", or null. */
     public function schedule(): ?string {}

@@ -3,10 +3,11 @@
 //! lanes, parallel runs, the overlap rule, stopping, reloads); [`status`] is the table status
 //! queries and metrics are made from, [`control`] the status socket that answers them; [`link`]
 //! is the supervisor's line to its dispatcher, [`backoff`] its restart policy, [`pidfile`] the pid
-//! file and its lock.
+//! file and its lock; [`counters`] keeps the application's own numbers for status and metrics.
 
 pub mod backoff;
 pub mod control;
+pub mod counters;
 pub mod cron;
 pub mod every;
 pub mod link;

@@ -151,6 +151,10 @@ pub struct Run {
     pub scheduled: DateTime<Utc>,
     pub started: Option<(DateTime<Utc>, Instant)>,
     pub pid: Option<i32>,
+    /// What the run works on, shown in its title and status (`Daemon::start(label:)`).
+    pub label: Option<String>,
+    /// It carries arguments that live in this dispatcher only: never handed over at a reload.
+    pub pinned: bool,
 }
 
 struct Lane {
@@ -520,6 +524,8 @@ impl Plan {
                 scheduled,
                 started: None,
                 pid: None,
+                label: None,
+                pinned: false,
             },
         );
         match placement {
@@ -546,6 +552,15 @@ impl Plan {
 
     pub fn run(&self, id: RunId) -> Option<&Run> {
         self.runs.get(&id)
+    }
+
+    /// Names what a run asked for works on (status, process title); `pinned`: it carries
+    /// arguments of this dispatcher, so a reload drops it rather than handing it over.
+    pub fn describe(&mut self, id: RunId, label: Option<String>, pinned: bool) {
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.label = label;
+            run.pinned = pinned;
+        }
     }
 
     /// Runs started and not ended.
@@ -637,20 +652,24 @@ impl Plan {
     }
 
     /// Stops for a reload: as [`Plan::stop`], and says what the next dispatcher takes over.
-    pub fn hand_over(&mut self, now: Clock) -> Handover {
-        let queued = self
-            .stop()
+    /// Queued runs that are pinned (they carry this dispatcher's arguments) are not handed over:
+    /// they are returned, dropped, for the caller to report as [`Plan::stop`]'s are.
+    pub fn hand_over(&mut self, now: Clock) -> (Handover, Vec<Run>) {
+        let (pinned, queued): (Vec<Run>, Vec<Run>) =
+            self.stop().into_iter().partition(|r| r.pinned);
+        let queued = queued
             .into_iter()
             .map(|r| (self.jobs[r.job.0].name.clone(), r.scheduled))
             .collect();
-        Handover {
+        let handover = Handover {
             until: Some(now.wall),
             running: self
                 .running()
                 .map(|r| self.jobs[r.job.0].name.clone())
                 .collect(),
             queued,
-        }
+        };
+        (handover, pinned)
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -302,7 +302,8 @@ fn a_reload_hands_over_without_losing_or_repeating_a_cron_time() {
     }
     assert!(old.run(r2).unwrap().started.is_none(), "a waits behind b");
     // HUP at 10:00:50; the new dispatcher is ready 20 s later, at 10:01:10 (10:01 passed meanwhile).
-    let h = old.hand_over(c.go(secs(20)));
+    let (h, pinned) = old.hand_over(c.go(secs(20)));
+    assert!(pinned.is_empty());
     assert_eq!(h.queued.len(), 1, "a, queued behind b");
     let mut running = h.running.clone();
     running.sort();
@@ -411,5 +412,34 @@ fn a_forked_interval_run_is_scheduled_at_its_tick_not_when_the_loop_got_to_it() 
     assert_eq!(
         p.run(*r).unwrap().scheduled,
         start_wall + chrono::Duration::milliseconds(100)
+    );
+}
+
+#[test]
+fn pinned_runs_are_dropped_at_a_reload_not_handed_over() {
+    let c = Fake::new();
+    let (mut p, lane) = plan_with_default();
+    let j = p
+        .add_job(JobDef {
+            name: "m".into(),
+            placement: Placement::Lane(lane),
+            overlap: true,
+        })
+        .unwrap();
+    p.start(c.now(), None);
+    let first = p.ask(j, None, c.now().wall, Trigger::Asked).unwrap();
+    let pinned = p.ask(j, None, c.now().wall, Trigger::Asked).unwrap();
+    let plain = p.ask(j, None, c.now().wall, Trigger::Asked).unwrap();
+    p.describe(pinned, Some("App\\Msg".into()), true);
+    assert_eq!(p.startable(), vec![first]);
+    p.started(first, 10, c.now());
+    let (h, dropped) = p.hand_over(c.now());
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0].id, pinned);
+    assert_eq!(dropped[0].label.as_deref(), Some("App\\Msg"));
+    assert_eq!(
+        h.queued.len(),
+        1,
+        "only the plain run ({plain:?}) is handed over"
     );
 }

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::counters::Series;
 use super::plan::{Placement, Plan, Run, DURATION_BUCKETS};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -26,6 +27,9 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     /// Interval-timer ticks and cron times that passed without a run (the loop was late).
     pub timer_overruns: u64,
+    /// The application's counters and histograms (`Daemon::count()`, `Daemon::observe()`).
+    #[serde(default)]
+    pub counters: Vec<Series>,
     pub now: f64,
 }
 
@@ -44,6 +48,9 @@ pub struct RunStatus {
     pub lane: Option<String>,
     pub pid: i32,
     pub trigger: String,
+    /// What this run works on (`Daemon::start(label:)`), such as a message's class.
+    #[serde(default)]
+    pub label: Option<String>,
     pub scheduled: f64,
     pub started: f64,
     pub elapsed: f64,
@@ -120,6 +127,7 @@ impl Status {
                 lane: lane_of(r.placement),
                 pid: r.pid.unwrap_or(0),
                 trigger: r.trigger.name().to_string(),
+                label: r.label.clone(),
                 scheduled: unix(r.scheduled),
                 started: unix(started),
                 elapsed: mono.elapsed().as_secs_f64(),
@@ -285,7 +293,56 @@ impl Status {
             &[],
             self.timer_overruns as f64,
         );
+        self.app_metrics(&mut m);
         m.out
+    }
+
+    /// The application's counters (`forklift_NAME_total`) and histograms
+    /// (`forklift_NAME_seconds`), one family per name.
+    fn app_metrics(&self, m: &mut Metrics) {
+        let mut last = None;
+        for s in &self.counters {
+            let labels: Vec<(&str, &str)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if s.buckets.is_empty() {
+                let name = format!("forklift_{}_total", s.name);
+                if last.as_ref() != Some(&name) {
+                    m.family(
+                        &name,
+                        "counter",
+                        "Counted by the application (Daemon::count()).",
+                    );
+                    last = Some(name.clone());
+                }
+                m.sample(&name, &labels, s.count as f64);
+                continue;
+            }
+            let name = format!("forklift_{}_seconds", s.name);
+            if last.as_ref() != Some(&name) {
+                m.family(
+                    &name,
+                    "histogram",
+                    "Durations observed by the application (Daemon::observe()).",
+                );
+                last = Some(name.clone());
+            }
+            let mut cumulative = 0;
+            for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+                cumulative += s.buckets.get(i).copied().unwrap_or(0);
+                let le = le.to_string();
+                let mut with = labels.clone();
+                with.push(("le", &le));
+                m.sample(&format!("{name}_bucket"), &with, cumulative as f64);
+            }
+            let mut with = labels.clone();
+            with.push(("le", "+Inf"));
+            m.sample(&format!("{name}_bucket"), &with, s.count as f64);
+            m.sample(&format!("{name}_sum"), &labels, s.sum);
+            m.sample(&format!("{name}_count"), &labels, s.count as f64);
+        }
     }
 }
 
@@ -344,5 +401,41 @@ mod tests {
         assert!(m.contains(r#"le="3600"} 3"#), "{m}");
         assert!(m.contains(r#"le="+Inf"} 4"#), "{m}");
         assert!(m.contains(r#"forklift_job_runs_total{daemon="shop",job="a \"quoted\"\\job\n",outcome="fatal"} 1"#), "{m}");
+    }
+
+    #[test]
+    fn app_counters_and_histograms_become_families() {
+        let mut c = crate::core::daemon::counters::Counters::default();
+        let l = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        c.count("messages", l("class", "App\\A"), 2).unwrap();
+        c.count("messages", l("class", "B"), 1).unwrap();
+        c.observe("message", l("class", "B"), 0.3).unwrap();
+        let s = Status {
+            name: "w".into(),
+            counters: c.series(),
+            ..Default::default()
+        };
+        let m = s.metrics();
+        assert_eq!(
+            m.matches("# TYPE forklift_messages_total counter").count(),
+            1,
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"forklift_messages_total{daemon="w",class="App\\A"} 2"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"forklift_message_seconds_bucket{daemon="w",class="B",le="0.5"} 1"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"forklift_message_seconds_bucket{daemon="w",class="B",le="0.1"} 0"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"forklift_message_seconds_count{daemon="w",class="B"} 1"#),
+            "{m}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use ext_php_rs::types::{ZendCallable, Zval};
 use ext_php_rs::zend::{try_catch, ExecutorGlobals};
 
 use super::log::{self, Level};
-use super::{Daemon, JobRun, State};
+use super::{Asked, Daemon, JobRun, State};
 use crate::core::daemon::control::{self, Control};
 use crate::core::daemon::link::{Down, Handed, Link, Up};
 use crate::core::daemon::pidfile::PidFile;
@@ -71,6 +71,7 @@ pub(super) fn ask(
     job: &str,
     placement: Option<Placement>,
     what: &str,
+    asked: Asked,
 ) -> PhpResult<Option<i64>> {
     let mut s = d.inner.borrow_mut();
     if s.running_in.is_some_and(|pid| pid != sys::current_pid()) {
@@ -95,7 +96,14 @@ pub(super) fn ask(
     };
     let now = Clock::now();
     match s.plan.ask(id, placement, now.wall, Trigger::Asked) {
-        Ok(run) => Ok(Some(run.0 as i64)),
+        Ok(run) => {
+            let pinned = !asked.args.is_empty();
+            s.plan.describe(run, asked.label, pinned);
+            if pinned {
+                s.args.insert(run, asked.args);
+            }
+            Ok(Some(run.0 as i64))
+        }
         Err(reason) => {
             drop(s);
             skipped(d, job, &reason);
@@ -163,6 +171,7 @@ fn status(d: &Daemon) -> Status {
             .and_then(|id| s.jobs[id.0].schedule.clone())
     };
     st.fill_from(&s.plan, schedule_of);
+    st.counters = s.counters.series();
     for (n, i) in s.inline.iter().enumerate() {
         let next = s
             .plan
@@ -557,6 +566,24 @@ fn end_now(d: &Daemon, grace: Duration) {
     });
 }
 
+/// Runs asked for and never started (a stop, or a reload for runs that carry arguments): each
+/// is logged and handed back visibly: its onJobEnd has no result.
+fn report_dropped(d: &Daemon, dropped: Vec<crate::core::daemon::plan::Run>, why: &str) {
+    for r in dropped {
+        let (name, event) = {
+            let mut s = d.inner.borrow_mut();
+            s.args.remove(&r.id);
+            (s.plan.job_def(r.job).name.clone(), job_run_of(&s, &r, None))
+        };
+        say(
+            d,
+            Level::Warning,
+            &format!("run of {name} (due {}) not started: {why}", r.scheduled),
+        );
+        emit(d, false, Some(event));
+    }
+}
+
 fn begin_stop(d: &Daemon, lp: &mut Loop, why: &str) {
     if d.inner.borrow().plan.is_stopping() {
         return;
@@ -576,22 +603,7 @@ fn begin_stop(d: &Daemon, lp: &mut Loop, why: &str) {
             "stopping ({why}): no new runs; {running} running run(s) may finish within {timeout} s"
         ),
     );
-    for r in dropped {
-        let (name, event) = {
-            let s = d.inner.borrow();
-            (s.plan.job_def(r.job).name.clone(), job_run_of(&s, &r, None))
-        };
-        say(
-            d,
-            Level::Warning,
-            &format!(
-                "run of {name} (due {}) not started: the daemon is stopping",
-                r.scheduled
-            ),
-        );
-        // Handed back visibly: its onJobEnd has no result (it never started).
-        emit(d, false, Some(event));
-    }
+    report_dropped(d, dropped, "the daemon is stopping");
     zend::set_process_title(&format!(
         "forklift: {} dispatcher (stopping)",
         d.inner.borrow().name
@@ -673,7 +685,12 @@ fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
     for m in messages {
         match m {
             Down::HandOver => {
-                let h = d.inner.borrow_mut().plan.hand_over(Clock::now());
+                let (h, pinned) = d.inner.borrow_mut().plan.hand_over(Clock::now());
+                report_dropped(
+                    d,
+                    pinned,
+                    "a reload (it carries arguments that only this dispatcher has)",
+                );
                 STATE.with(|s| *s.borrow_mut() = "reloading");
                 lp.handed_over = true;
                 // The successor answers status from now on.
@@ -885,6 +902,7 @@ fn job_run_of(
         },
         pid: run.pid.unwrap_or(0),
         trigger: run.trigger.name().to_string(),
+        label: run.label.clone(),
         schedule: s.jobs[run.job.0].schedule.clone(),
         scheduled_at: unix(run.scheduled),
         started_at: run.started.map(|(w, _)| unix(w)).unwrap_or(0.0),
@@ -895,8 +913,9 @@ fn job_run_of(
 fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
     let startable = d.inner.borrow_mut().plan.startable();
     for id in startable {
-        let (callable, deadline, soft, title, name) = {
-            let s = d.inner.borrow();
+        let (callable, deadline, soft, title, name, args) = {
+            let mut s = d.inner.borrow_mut();
+            let args = s.args.remove(&id).unwrap_or_default();
             let Some(run) = s.plan.run(id) else { continue };
             let spec = &s.jobs[run.job.0];
             let def = s.plan.job_def(run.job);
@@ -908,8 +927,9 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
                 "forklift: {} {lane} - {} - {}",
                 s.name,
                 def.name,
-                spec.schedule
+                run.label
                     .clone()
+                    .or_else(|| spec.schedule.clone())
                     .unwrap_or_else(|| run.trigger.name().to_string())
             );
             (
@@ -918,6 +938,7 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
                 spec.soft_timeout,
                 title,
                 def.name.clone(),
+                args,
             )
         };
         let Some(prepared) = guarded(|| hooks::run_prepare().is_ok()) else {
@@ -944,7 +965,7 @@ fn start_runs(d: &Daemon, max_frame: usize) -> PhpResult<()> {
         match fork_child(backstop) {
             Ok(Forked::Child(end)) => {
                 zend::set_process_title(&title);
-                child::run(end, &callable, &[], max_frame, soft)
+                child::run(end, &callable, &args, max_frame, soft)
             }
             Ok(Forked::Parent(spawned)) => {
                 let pid = spawned.pid.as_raw();
@@ -985,6 +1006,7 @@ fn not_started(d: &Daemon, id: RunId, name: &str, why: String) {
     );
     let event = {
         let mut s = d.inner.borrow_mut();
+        s.args.remove(&id);
         let event = job_run(&s, id, None);
         s.plan.not_started(id, "not started", why, Clock::now());
         event

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
-use ext_php_rs::types::{ZendClassObject, Zval};
+use ext_php_rs::types::{ArrayKey, ZendClassObject, ZendHashTable, Zval};
 
+use crate::core::daemon::counters::Counters;
 use crate::core::daemon::cron::Schedule;
 use crate::core::daemon::every::Missed;
 use crate::core::daemon::link::Restart;
@@ -61,6 +62,29 @@ pub(crate) struct Inline {
     pub(crate) last_error: Option<String>,
 }
 
+/// What `queue()`/`start()` give a run besides its job: arguments and a label.
+pub(crate) struct Asked {
+    pub(crate) args: Vec<Zval>,
+    pub(crate) label: Option<String>,
+}
+
+impl Asked {
+    fn new(args: Option<&ZendHashTable>, label: Option<String>, what: &str) -> PhpResult<Asked> {
+        if let Some(l) = &label {
+            if l.is_empty() || l.len() > 200 || l.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "{what}: $label is shown in process titles: 1 to 200 printable characters, \"{}\" given",
+                    l.escape_debug()
+                )));
+            }
+        }
+        let args = args
+            .map(|a| a.values().map(Zval::shallow_clone).collect())
+            .unwrap_or_default();
+        Ok(Asked { args, label })
+    }
+}
+
 pub(crate) struct State {
     pub(crate) name: String,
     pub(crate) pid_file: PathBuf,
@@ -84,6 +108,10 @@ pub(crate) struct State {
     pub(crate) stop_asked: bool,
     /// Runs not started by the overlap rule since the job's last end, by job name.
     pub(crate) skips: HashMap<String, u64>,
+    /// Arguments of runs asked for with some (`start($job, $args)`), until their child forks.
+    pub(crate) args: HashMap<RunId, Vec<Zval>>,
+    /// The application's counters and histograms (`count()`, `observe()`).
+    pub(crate) counters: Counters,
 }
 
 #[php_class]
@@ -289,6 +317,8 @@ impl Daemon {
                 running_in: None,
                 stop_asked: false,
                 skips: HashMap::new(),
+                args: HashMap::new(),
+                counters: Counters::default(),
             })),
         })
     }
@@ -563,24 +593,69 @@ impl Daemon {
 
     /// Queues a run of job `$job` in its lane (or `$lane`); returns the run's id, or null when the
     /// job's previous run is still queued or running (the overlap rule; logged and counted).
-    pub fn queue(&self, job: String, lane: Option<String>) -> PhpResult<Option<i64>> {
+    /// `$args` are passed to the job's function in its child; `$label` (such as a message's
+    /// class) is shown in the run's process title and in status.
+    pub fn queue(
+        &self,
+        job: String,
+        lane: Option<String>,
+        args: Option<&ZendHashTable>,
+        label: Option<String>,
+    ) -> PhpResult<Option<i64>> {
         const M: &str = "Forklift\\Daemon::queue()";
         let placement = match lane {
             Some(l) => Some(self.placement(Some(l), false, M)?),
             None => None,
         };
-        dispatch::ask(self, &job, placement, M)
+        let asked = Asked::new(args, label, M)?;
+        dispatch::ask(self, &job, placement, M, asked)
     }
 
     /// Starts a run of job `$job` in a child of its own at once (whatever its lane); returns the
-    /// run's id, or null when its previous run is still queued or running.
-    pub fn start(&self, job: String) -> PhpResult<Option<i64>> {
-        dispatch::ask(
-            self,
-            &job,
-            Some(Placement::Parallel),
-            "Forklift\\Daemon::start()",
-        )
+    /// run's id, or null when its previous run is still queued or running. `$args` and `$label`
+    /// as for `queue()`.
+    pub fn start(
+        &self,
+        job: String,
+        args: Option<&ZendHashTable>,
+        label: Option<String>,
+    ) -> PhpResult<Option<i64>> {
+        const M: &str = "Forklift\\Daemon::start()";
+        let asked = Asked::new(args, label, M)?;
+        dispatch::ask(self, &job, Some(Placement::Parallel), M, asked)
+    }
+
+    /// Adds `$by` to the application's counter `$name` with `$labels` (status, and metrics as
+    /// `forklift_NAME_total`): such as messages by class and outcome.
+    #[php(defaults(by = 1))]
+    pub fn count(&self, name: String, labels: Option<&ZendHashTable>, by: i64) -> PhpResult<()> {
+        const M: &str = "Forklift\\Daemon::count()";
+        if by < 0 {
+            return Err(invalid(format!(
+                "{M}: $by must be ≥ 0 (a counter only grows), {by} given"
+            )));
+        }
+        let labels = label_pairs(labels, M)?;
+        self.state()
+            .counters
+            .count(&name, labels, by as u64)
+            .map_err(|e| invalid(format!("{M}: {e}")))
+    }
+
+    /// Records a duration of `$seconds` in the application's histogram `$name` with `$labels`
+    /// (status, and metrics as `forklift_NAME_seconds`): such as message handling times.
+    pub fn observe(
+        &self,
+        name: String,
+        seconds: f64,
+        labels: Option<&ZendHashTable>,
+    ) -> PhpResult<()> {
+        const M: &str = "Forklift\\Daemon::observe()";
+        let labels = label_pairs(labels, M)?;
+        self.state()
+            .counters
+            .observe(&name, labels, seconds)
+            .map_err(|e| invalid(format!("{M}: {e}")))
     }
 
     /// Runs the daemon in this process until it is stopped (TERM, INT, `stop()`); returns the
@@ -639,4 +714,33 @@ impl Daemon {
     pub fn default_pid_file(name: String) -> PhpResult<String> {
         Ok(cli::default_pid_file(&name)?.display().to_string())
     }
+}
+
+/// `['class' => 'App\\Msg', 'outcome' => 'handled']` as label pairs: string keys, string (or
+/// int) values.
+fn label_pairs(labels: Option<&ZendHashTable>, what: &str) -> PhpResult<Vec<(String, String)>> {
+    let Some(labels) = labels else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (k, v) in labels.iter() {
+        let ArrayKey::String(k) = k else {
+            return Err(invalid(format!(
+                "{what}: $labels must map label names to values, such as ['class' => $class]; \
+                 an integer key was given"
+            )));
+        };
+        let v = if let Some(s) = v.str() {
+            s.to_string()
+        } else if let Some(i) = v.long() {
+            i.to_string()
+        } else {
+            return Err(invalid(format!(
+                "{what}: label {k} must be a string or an int, {} given",
+                args::describe(v)
+            )));
+        };
+        out.push((k.to_string(), v));
+    }
+    Ok(out)
 }

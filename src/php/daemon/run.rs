@@ -15,6 +15,7 @@ pub struct JobRun {
     pub(crate) lane: Option<String>,
     pub(crate) pid: i32,
     pub(crate) trigger: String,
+    pub(crate) label: Option<String>,
     pub(crate) schedule: Option<String>,
     pub(crate) scheduled_at: f64,
     pub(crate) started_at: f64,
@@ -48,6 +49,11 @@ impl JobRun {
         self.trigger.clone()
     }
 
+    /// What the run worked on, as given to `queue()`/`start()` (such as a message's class), or null.
+    pub fn label(&self) -> Option<String> {
+        self.label.clone()
+    }
+
     /// The job's schedule ("*/5 * * * *", "every 1.5 s"), or null.
     pub fn schedule(&self) -> Option<String> {
         self.schedule.clone()
@@ -78,6 +84,9 @@ impl JobRun {
         );
         m.insert("pid".into(), self.pid.to_string());
         m.insert("trigger".into(), self.trigger.clone());
+        if let Some(l) = &self.label {
+            m.insert("label".into(), l.clone());
+        }
         if let Some(r) = &self.result {
             m.insert("outcome".into(), r.outcome().to_string());
         }
