@@ -508,6 +508,9 @@ final class Daemon
         ?float $softTimeout = null,
     ): Daemon {}
 
+    /** Calls `$fn()` once in the dispatcher when it has started (pid file, status socket, signals taken), before its first turn; in each new dispatcher after a reload too. An exception is logged. */
+    public function onStart(mixed $fn): Daemon {}
+
     /** Calls `$fn(JobRun $run)` in the dispatcher each time a run starts. */
     public function onJobStart(mixed $fn): Daemon {}
 
@@ -559,6 +562,9 @@ final class Daemon
 
     /** Stops the daemon as TERM does (from a callback). */
     public function stop(): void {}
+
+    /** Whether the daemon is stopping (TERM, INT, stop(), or handed over at a reload): new runs are refused from now on. */
+    public function isStopping(): bool {}
 
     /** The status table (what `bin/forklift status --json` prints). */
     public function status(): mixed {}

@@ -420,6 +420,19 @@ fn serve(
             socket.display()
         ),
     );
+    let on_run: Vec<Zval> = d
+        .inner
+        .borrow()
+        .on_run
+        .iter()
+        .map(Zval::shallow_clone)
+        .collect();
+    for f in on_run {
+        call_app(d, &f, &[], "onStart");
+        if let Some(a) = aborting() {
+            return aborted(d, a);
+        }
+    }
     loop {
         let round = runtime::with(|rt| {
             Ok(Round {
@@ -845,14 +858,35 @@ fn fire_due(d: &Daemon) -> PhpResult<()> {
                     }
                 }
                 if took > interval {
-                    say(
-                        d,
-                        Level::Warning,
-                        &format!(
-                            "timer {name}: its callback ran {took:.3} s, over its interval of \
-                             {interval} s (an overrun; the ticks it covered are skipped)"
-                        ),
-                    );
+                    let warn = {
+                        let mut s = d.inner.borrow_mut();
+                        let i = &mut s.inline[callback];
+                        i.long_runs += 1;
+                        let due = i
+                            .long_warned
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+                        if due {
+                            i.long_warned = Some(Instant::now());
+                            Some(std::mem::take(&mut i.long_runs))
+                        } else {
+                            None
+                        }
+                    };
+                    if let Some(n) = warn {
+                        let more = if n > 1 {
+                            format!(" ({n} such runs in the last minute; said once a minute)")
+                        } else {
+                            String::new()
+                        };
+                        say(
+                            d,
+                            Level::Warning,
+                            &format!(
+                                "timer {name}: its callback ran {took:.3} s, over its interval of \
+                                 {interval} s (an overrun; the ticks it covered are skipped){more}"
+                            ),
+                        );
+                    }
                 }
             }
             Fired::Missed { target, count } => {

@@ -58,6 +58,11 @@ pub(crate) struct Inline {
     pub(crate) runs: u64,
     /// Ticks missed because a run (or the loop) was late.
     pub(crate) overruns: u64,
+    /// Runs longer than the interval since the last warning, and when that was (one warning a
+    /// minute at most: a receive that blocks a little longer than the interval each time must
+    /// not fill the log).
+    pub(crate) long_runs: u64,
+    pub(crate) long_warned: Option<std::time::Instant>,
     pub(crate) last_duration: Option<f64>,
     pub(crate) last_error: Option<String>,
 }
@@ -96,6 +101,7 @@ pub(crate) struct State {
     pub(crate) jobs: Vec<JobSpec>,
     /// By `Target::Inline` number.
     pub(crate) inline: Vec<Inline>,
+    pub(crate) on_run: Vec<Zval>,
     pub(crate) on_start: Vec<Zval>,
     pub(crate) on_end: Vec<Zval>,
     pub(crate) handlers: Vec<(i32, Zval)>,
@@ -309,6 +315,7 @@ impl Daemon {
                 plan,
                 jobs: Vec::new(),
                 inline: Vec::new(),
+                on_run: Vec::new(),
                 on_start: Vec::new(),
                 on_end: Vec::new(),
                 handlers: Vec::new(),
@@ -474,6 +481,8 @@ impl Daemon {
                 interval: seconds,
                 runs: 0,
                 overruns: 0,
+                long_runs: 0,
+                long_warned: None,
                 last_duration: None,
                 last_error: None,
             });
@@ -508,6 +517,17 @@ impl Daemon {
             .plan
             .add_every(interval, policy, Target::Job(job))
             .map_err(from_core)?;
+        Ok(self_)
+    }
+
+    /// Calls `$fn()` once in the dispatcher when it has started (pid file and status socket
+    /// taken, signals owned), before its first turn; in each new dispatcher after a reload too.
+    pub fn on_start<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        r#fn: &Zval,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        args::callable(r#fn, "Forklift\\Daemon::onStart(): $fn")?;
+        self_.state().on_run.push(r#fn.shallow_clone());
         Ok(self_)
     }
 
@@ -668,6 +688,13 @@ impl Daemon {
     /// Stops the daemon as TERM does: no new runs; running ones finish (up to the stop timeout).
     pub fn stop(&self) {
         self.state().stop_asked = true;
+    }
+
+    /// Whether the daemon is stopping (TERM, INT, `stop()`, or handed over at a reload): new
+    /// runs are refused from now on.
+    pub fn is_stopping(&self) -> bool {
+        let s = self.inner.borrow();
+        s.stop_asked || s.plan.is_stopping()
     }
 
     /// The status table (what `bin/forklift status --json` prints).

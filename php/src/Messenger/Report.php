@@ -1,0 +1,201 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Forklift\Messenger;
+
+use Symfony\Component\Messenger\Envelope;
+use Symfony\Component\Messenger\Exception\HandlerFailedException;
+use Symfony\Component\Messenger\Exception\RecoverableExceptionInterface;
+use Symfony\Component\Messenger\Exception\UnrecoverableExceptionInterface;
+use Symfony\Component\Messenger\Stamp\HandledStamp;
+use Symfony\Component\Messenger\Stamp\StampInterface;
+
+/**
+ * What a message's child tells the consumer: the stamps its bus added (handled stamps), or the
+ * exception it ended with. Objects do not cross a fork back, so each stamp and exception travels
+ * serialized on its own; one that does not serialize is replaced by what the parent needs (a
+ * handled stamp without its result; for an exception its class, message, code and whether it is
+ * recoverable or unrecoverable, as {@see RemoteHandlerException}).
+ *
+ * @internal the consumer's wire format between its children and itself
+ */
+final class Report
+{
+    /**
+     * @param list<string> $stamps serialized stamps
+     * @param ?array{wrapped: bool, stamps: list<string>, errors: list<array<string, mixed>>} $failure
+     */
+    private function __construct(
+        public readonly array $stamps,
+        public readonly ?array $failure,
+    ) {
+    }
+
+    /**
+     * In the child, before dispatching: the stamps the envelope already has (the consumer has them
+     * too; only the ones the bus adds travel back).
+     *
+     * @return array<int, true>
+     */
+    public static function stampIds(Envelope $envelope): array
+    {
+        $ids = [];
+        foreach ($envelope->all() as $stamps) {
+            foreach ($stamps as $stamp) {
+                $ids[spl_object_id($stamp)] = true;
+            }
+        }
+
+        return $ids;
+    }
+
+    /**
+     * In the child: the bus returned this envelope.
+     *
+     * @param array<int, true> $before from {@see stampIds()}
+     */
+    public static function handled(Envelope $envelope, array $before): string
+    {
+        return serialize(new self(self::stampsOf($envelope, $before), null));
+    }
+
+    /**
+     * In the child: the bus threw `$e`.
+     *
+     * @param array<int, true> $before from {@see stampIds()}
+     */
+    public static function failed(\Throwable $e, array $before): string
+    {
+        if ($e instanceof HandlerFailedException) {
+            $failure = [
+                'wrapped' => true,
+                'stamps' => self::stampsOf($e->getEnvelope(), $before),
+                'errors' => array_map(self::portable(...), array_values($e->getNestedExceptions())),
+            ];
+        } else {
+            $failure = ['wrapped' => false, 'stamps' => [], 'errors' => [self::portable($e)]];
+        }
+
+        return serialize(new self([], $failure));
+    }
+
+    /** In the parent: the child's return value, or null when it is not a report. */
+    public static function decode(mixed $value): ?self
+    {
+        if (!\is_string($value)) {
+            return null;
+        }
+        $report = @unserialize($value, ['allowed_classes' => [self::class]]);
+
+        return $report instanceof self ? $report : null;
+    }
+
+    /** The envelope the parent acks or fails: its own envelope with the stamps the child's bus added. */
+    public function envelope(Envelope $received): Envelope
+    {
+        $stamps = $this->failure === null ? $this->stamps : $this->failure['stamps'];
+
+        return $received->with(...self::revive($stamps));
+    }
+
+    /** The exception to fail the message with, as the bus threw it in the child; null when handled. */
+    public function exception(Envelope $received): ?\Throwable
+    {
+        if ($this->failure === null) {
+            return null;
+        }
+        $errors = array_map(self::rebuild(...), $this->failure['errors']);
+        if ($this->failure['wrapped']) {
+            return new HandlerFailedException($this->envelope($received), $errors);
+        }
+
+        return $errors[0] ?? new RemoteHandlerException(\RuntimeException::class, 'the child reported a failure without an exception', 0);
+    }
+
+    /**
+     * @param array<int, true> $before
+     * @return list<string>
+     */
+    private static function stampsOf(Envelope $envelope, array $before): array
+    {
+        $out = [];
+        foreach ($envelope->all() as $stamps) {
+            foreach ($stamps as $stamp) {
+                if (isset($before[spl_object_id($stamp)])) {
+                    continue;
+                }
+                try {
+                    $out[] = serialize($stamp);
+                } catch (\Throwable) {
+                    if ($stamp instanceof HandledStamp) {
+                        // The handler's result does not serialize: the handler's name still does.
+                        $out[] = serialize(new HandledStamp(null, $stamp->getHandlerName()));
+                    }
+                }
+            }
+        }
+
+        return $out;
+    }
+
+    /**
+     * @param list<string> $stamps
+     * @return list<StampInterface>
+     */
+    private static function revive(array $stamps): array
+    {
+        $out = [];
+        foreach ($stamps as $s) {
+            $stamp = @unserialize($s);
+            if ($stamp instanceof StampInterface) {
+                $out[] = $stamp;
+            }
+        }
+
+        return $out;
+    }
+
+    /** @return array<string, mixed> */
+    private static function portable(\Throwable $e): array
+    {
+        try {
+            $serialized = serialize($e);
+        } catch (\Throwable) {
+            $serialized = null;
+        }
+
+        return [
+            'serialized' => $serialized,
+            'class' => $e::class,
+            'message' => $e->getMessage(),
+            'code' => \is_int($e->getCode()) ? $e->getCode() : 0,
+            'recoverable' => $e instanceof RecoverableExceptionInterface,
+            'unrecoverable' => $e instanceof UnrecoverableExceptionInterface,
+            'where' => $e->getFile() . ':' . $e->getLine(),
+            'trace' => $e->getTraceAsString(),
+        ];
+    }
+
+    /** @param array<string, mixed> $e */
+    private static function rebuild(array $e): \Throwable
+    {
+        if ($e['serialized'] !== null) {
+            try {
+                $t = unserialize($e['serialized']);
+                if ($t instanceof \Throwable) {
+                    return $t;
+                }
+            } catch (\Throwable) {
+                // Falls through to the stand-in.
+            }
+        }
+        $detail = "{$e['message']} (in the child at {$e['where']})";
+
+        return match (true) {
+            $e['unrecoverable'] => new RemoteUnrecoverableException($e['class'], $detail, $e['code']),
+            $e['recoverable'] => new RemoteRecoverableException($e['class'], $detail, $e['code']),
+            default => new RemoteHandlerException($e['class'], $detail, $e['code']),
+        };
+    }
+}

@@ -1,0 +1,356 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Forklift\Messenger;
+
+use Forklift\Daemon;
+use Forklift\InvalidArgumentException;
+use Forklift\JobRun;
+use Psr\Log\LoggerInterface;
+use Symfony\Contracts\EventDispatcher\EventDispatcherInterface;
+use Symfony\Component\Messenger\Envelope;
+use Symfony\Component\Messenger\Event\WorkerMessageFailedEvent;
+use Symfony\Component\Messenger\Event\WorkerMessageHandledEvent;
+use Symfony\Component\Messenger\Event\WorkerMessageReceivedEvent;
+use Symfony\Component\Messenger\Event\WorkerRunningEvent;
+use Symfony\Component\Messenger\Event\WorkerStartedEvent;
+use Symfony\Component\Messenger\Event\WorkerStoppedEvent;
+use Symfony\Component\Messenger\Exception\HandlerFailedException;
+use Symfony\Component\Messenger\Exception\RejectRedeliveredMessageException;
+use Symfony\Component\Messenger\Exception\RuntimeException;
+use Symfony\Component\Messenger\MessageBusInterface;
+use Symfony\Component\Messenger\Stamp\ConsumedByWorkerStamp;
+use Symfony\Component\Messenger\Stamp\ReceivedStamp;
+use Symfony\Component\Messenger\Transport\Receiver\QueueReceiverInterface;
+use Symfony\Component\Messenger\Transport\Receiver\ReceiverInterface;
+use Symfony\Component\Messenger\Worker as MessengerWorker;
+
+/**
+ * Symfony Messenger's worker, with each message handled in a forked child that Forklift
+ * supervises. The consumer (this process) receives envelopes from its receivers in priority
+ * order, dispatches Messenger's worker events, and acks or rejects each message by how its child
+ * ended; the child dispatches the envelope on the bus (it inherits the booted application) and
+ * reports back the stamps its handlers added or the exception they threw. A child that dies (a
+ * fatal error, memory exhausted, a segfault, `exit()`, the `timeout`) fails its message with a
+ * {@see HandlerCrashedException} that names the cause: retried per the retry strategy, then sent
+ * to the failure transport, never redelivered forever. See docs/symfony.md.
+ *
+ * Its loop is a {@see Daemon}'s (named `$name`): the consumer has a pid file and a status socket
+ * (`bin/forklift status --pid-file=...`), process titles naming the transport and the message
+ * class, metrics of messages by class and outcome; TERM or INT let the running messages finish
+ * (up to `$stopTimeout`) and stop.
+ */
+class Worker extends MessengerWorker
+{
+    /** @var array<string, ReceiverInterface> */
+    private array $receivers;
+    private ?Daemon $daemon = null;
+    private bool $shouldStop = false;
+    private bool $polling = false;
+    /** @var array<int, array{Envelope, string, float}> running messages by run id: envelope, transport, start */
+    private array $inFlight = [];
+    private int $received = 0;
+    private ?int $limit = null;
+    /** @var list<string>|null */
+    private ?array $queueNames = null;
+    private ?\Throwable $receiveFailure = null;
+    private bool $receivedOnce = false;
+    /** @var list<object|callable> */
+    private array $closeBeforeFork;
+
+    /**
+     * @param array<string, ReceiverInterface> $receivers by transport name, in priority order
+     * @param int $workers messages handled at once (each in a child of its own)
+     * @param ?float $timeout seconds a message's child may run: then TERM, `$grace`, KILL; the message fails
+     * @param ?float $softTimeout seconds after which a Forklift\TimeoutException is thrown inside the handler
+     * @param float $stopTimeout seconds running messages may take to finish once the consumer stops
+     * @param iterable<object|callable> $closeBeforeFork connections closed before each fork (see {@see ForkSafety}); the receivers' own are always closed
+     * @param ?string $pidFile default: one per consumer process in Forklift's run directory ({@see Consumers})
+     */
+    public function __construct(
+        array $receivers,
+        private readonly MessageBusInterface $bus,
+        private readonly ?EventDispatcherInterface $eventDispatcher = null,
+        private readonly ?LoggerInterface $logger = null,
+        private readonly int $workers = 1,
+        private readonly ?float $timeout = null,
+        private readonly ?float $grace = null,
+        private readonly ?float $softTimeout = null,
+        private readonly float $stopTimeout = 30.0,
+        iterable $closeBeforeFork = [],
+        private readonly string $name = 'consume',
+        private readonly ?string $pidFile = null,
+    ) {
+        $what = 'Forklift\\Messenger\\Worker';
+        if ($receivers === []) {
+            throw new InvalidArgumentException("$what: give at least one receiver, as ['async' => \$transport]");
+        }
+        foreach ($receivers as $transport => $receiver) {
+            if (!\is_string($transport) || $transport === '') {
+                throw new InvalidArgumentException("$what: receivers are keyed by their transport's name, as ['async' => \$transport]");
+            }
+            if (!$receiver instanceof ReceiverInterface) {
+                throw new InvalidArgumentException("$what: receiver \"$transport\" must implement " . ReceiverInterface::class . ', ' . get_debug_type($receiver) . ' given');
+            }
+        }
+        if ($workers < 1 || $workers > 1024) {
+            throw new InvalidArgumentException("$what: \$workers must be 1 to 1024, $workers given");
+        }
+        if (!preg_match('/^[A-Za-z0-9_.-]{1,100}$/', $name)) {
+            throw new InvalidArgumentException("$what: \$name names the pid file and process titles: 1 to 100 of A-Z a-z 0-9 _ . -, \"$name\" given");
+        }
+        $this->receivers = $receivers;
+        $this->closeBeforeFork = ForkSafety::check([...array_values($receivers), ...$closeBeforeFork], "$what: \$closeBeforeFork");
+        parent::__construct($receivers, $bus, $eventDispatcher, $logger);
+    }
+
+    /**
+     * Consumes until stopped (a stop listener, TERM/INT, `stop()`). Options as Messenger's:
+     * `sleep` (microseconds between polls when no message came), `queues`; and Forklift's
+     * `limit` (receive at most this many messages; with `workers` > 1 Messenger's listener alone
+     * would let more in).
+     */
+    public function run(array $options = []): void
+    {
+        $options += ['sleep' => 1_000_000];
+        $sleep = $options['sleep'] / 1e6;
+        if (!is_numeric($options['sleep']) || $sleep <= 0) {
+            throw new InvalidArgumentException('Forklift\\Messenger\\Worker::run(): sleep must be more than 0 microseconds, ' . var_export($options['sleep'], true) . ' given');
+        }
+        $this->limit = isset($options['limit']) ? (int) $options['limit'] : null;
+        $this->queueNames = $options['queues'] ?? null;
+        $this->getMetadata()->set(['queueNames' => $this->queueNames]);
+        if ($this->queueNames) {
+            foreach ($this->receivers as $transport => $receiver) {
+                if (!$receiver instanceof QueueReceiverInterface) {
+                    throw new RuntimeException(sprintf('Receiver for "%s" does not implement "%s".', $transport, QueueReceiverInterface::class));
+                }
+            }
+        }
+
+        $this->shouldStop = false;
+        $this->received = 0;
+        $this->receivedOnce = false;
+        $this->receiveFailure = null;
+        $this->inFlight = [];
+        $daemon = new Daemon($this->name, pidFile: $this->pidFile ?? Consumers::pidFile($this->name), stopTimeout: $this->stopTimeout, logger: $this->logger);
+        foreach ($this->receivers as $transport => $_) {
+            $daemon->job(
+                $transport,
+                fn (Envelope $envelope) => $this->handleInChild($envelope, $transport),
+                parallel: true,
+                overlap: true,
+                timeout: $this->timeout,
+                grace: $this->grace,
+                softTimeout: $this->softTimeout,
+            );
+        }
+        $daemon->every($sleep, fn () => $this->poll(), name: 'receive');
+        $daemon->onStart(function (): void {
+            $this->dispatchEvent(new WorkerStartedEvent($this));
+            $this->poll();
+        });
+        $daemon->onJobEnd(fn (JobRun $run) => $this->ended($run));
+        $this->daemon = $daemon;
+        ForkSafety::closeBeforeForks($this->closeBeforeFork);
+        try {
+            $daemon->run();
+        } finally {
+            ForkSafety::closeBeforeForks([]);
+            $this->daemon = null;
+        }
+        $this->dispatchEvent(new WorkerStoppedEvent($this));
+        if ($this->receiveFailure !== null) {
+            throw $this->receiveFailure;
+        }
+    }
+
+    public function stop(): void
+    {
+        if (!$this->shouldStop) {
+            $this->logger?->info('Stopping worker.', ['transport_names' => $this->getMetadata()->getTransportNames()]);
+        }
+        $this->shouldStop = true;
+        $this->daemon?->stop();
+    }
+
+    /** The daemon running this consumer (null when it does not run): status(), count(), ... */
+    public function daemon(): ?Daemon
+    {
+        return $this->daemon;
+    }
+
+    /** Receives while a worker slot is free, from the first receiver that has a message. */
+    private function poll(): void
+    {
+        if ($this->polling || $this->daemon === null) {
+            return;
+        }
+        $this->polling = true;
+        try {
+            while (!$this->shouldStop && !$this->daemon->isStopping() && \count($this->inFlight) < $this->workers) {
+                if ($this->limit !== null && $this->received >= $this->limit) {
+                    return;
+                }
+                $got = false;
+                foreach ($this->receivers as $transport => $receiver) {
+                    $envelopes = $this->queueNames ? $receiver->getFromQueues($this->queueNames) : $receiver->get();
+                    foreach ($envelopes as $envelope) {
+                        $got = true;
+                        $this->accept($envelope, $transport);
+                    }
+                    if ($got) {
+                        break;
+                    }
+                }
+                $this->receivedOnce = true;
+                if (!$got) {
+                    $this->dispatchEvent(new WorkerRunningEvent($this, true));
+
+                    return;
+                }
+            }
+        } catch (\Throwable $e) {
+            if (!$this->receivedOnce) {
+                // The first receive failed: a configuration error; the consumer ends with it.
+                $this->receiveFailure = $e;
+                $this->stop();
+
+                return;
+            }
+            // Logged by the daemon (and shown in status as the timer's last error); the next poll tries again.
+            throw $e;
+        } finally {
+            $this->polling = false;
+        }
+    }
+
+    private function accept(Envelope $envelope, string $transport): void
+    {
+        $event = new WorkerMessageReceivedEvent($envelope, $transport);
+        $this->dispatchEvent($event);
+        $envelope = $event->getEnvelope();
+        if (!$event->shouldHandle()) {
+            return;
+        }
+        ++$this->received;
+        $envelope = $envelope->with(new ReceivedStamp($transport), new ConsumedByWorkerStamp());
+        $class = $envelope->getMessage()::class;
+        $id = $this->daemon->start($transport, [$envelope], label: $class);
+        if ($id === null) {
+            // The consumer began to stop in this very turn: the message goes back to its transport.
+            $this->finish($envelope, $transport, self::notStarted($envelope, 'the consumer is stopping'), 0.0);
+
+            return;
+        }
+        $this->inFlight[$id] = [$envelope, $transport, microtime(true)];
+    }
+
+    /** In the message's child: dispatch it, report how it went. */
+    private function handleInChild(Envelope $envelope, string $transport): string
+    {
+        if (\function_exists('pcntl_signal')) {
+            // Messenger's SIGTERM listener may have set a PHP handler in the consumer: the child's
+            // timeout must end it.
+            pcntl_signal(\SIGTERM, \SIG_DFL);
+            pcntl_signal(\SIGINT, \SIG_DFL);
+        }
+        // Exceptions go back serialized: without arguments in their traces they do.
+        ini_set('zend.exception_ignore_args', '1');
+        $before = Report::stampIds($envelope);
+        try {
+            return Report::handled($this->bus->dispatch($envelope), $before);
+        } catch (\Throwable $e) {
+            return Report::failed($e, $before);
+        }
+    }
+
+    private function ended(JobRun $run): void
+    {
+        if (!isset($this->inFlight[$run->id()])) {
+            // Not one of this consumer's messages (a run dropped at a stop before it started is).
+            return;
+        }
+        [$envelope, $transport, $started] = $this->inFlight[$run->id()];
+        unset($this->inFlight[$run->id()]);
+        $result = $run->result();
+        $report = $result !== null && $result->ok() ? Report::decode($result->value()) : null;
+        if ($result === null) {
+            $e = self::notStarted($envelope, 'its child did not start (the log says why)');
+        } elseif ($report === null) {
+            $e = self::crashed($envelope, $result);
+        } else {
+            $envelope = $report->envelope($envelope);
+            $e = $report->exception($envelope);
+        }
+        $this->finish($envelope, $transport, $e, $result?->duration() ?? (microtime(true) - $started));
+        if (!$this->shouldStop) {
+            $this->dispatchEvent(new WorkerRunningEvent($this, false));
+        }
+        $this->poll();
+    }
+
+    /** Acks or rejects as Messenger's worker does, with its events; counts the outcome. */
+    private function finish(Envelope $envelope, string $transport, ?\Throwable $e, float $duration): void
+    {
+        $receiver = $this->receivers[$transport];
+        $class = $envelope->getMessage()::class;
+        $labels = ['transport' => $transport, 'class' => $class];
+        try {
+            if ($e !== null) {
+                $rejectFirst = $e instanceof RejectRedeliveredMessageException;
+                if ($rejectFirst) {
+                    $receiver->reject($envelope);
+                }
+                if ($e instanceof HandlerFailedException) {
+                    $envelope = $e->getEnvelope();
+                }
+                $failed = new WorkerMessageFailedEvent($envelope, $transport, $e);
+                $this->dispatchEvent($failed);
+                $envelope = $failed->getEnvelope();
+                if (!$rejectFirst) {
+                    $receiver->reject($envelope);
+                }
+                $outcome = $failed->willRetry() ? 'retried' : 'failed';
+                $this->logger?->warning('{class} failed ({outcome}): {error}', ['class' => $class, 'outcome' => $outcome, 'error' => $e->getMessage(), 'transport' => $transport]);
+            } else {
+                $handled = new WorkerMessageHandledEvent($envelope, $transport);
+                $this->dispatchEvent($handled);
+                $envelope = $handled->getEnvelope();
+                $this->logger?->info('{class} was handled successfully (acknowledging to transport).', ['class' => $class]);
+                $receiver->ack($envelope);
+                $outcome = 'handled';
+            }
+        } catch (\Throwable $ackFailure) {
+            // The transport (or a listener) failed: the message is neither acked nor rejected, so
+            // the transport delivers it again after its redelivery timeout.
+            $this->logger?->error('{class} from {transport}: acknowledging failed ({error}); the transport will redeliver it', ['class' => $class, 'transport' => $transport, 'error' => $ackFailure->getMessage(), 'exception' => $ackFailure]);
+            $outcome = 'unacknowledged';
+        }
+        $this->daemon?->count('messages', $labels + ['outcome' => $outcome]);
+        $this->daemon?->observe('message', $duration, $labels);
+    }
+
+    /** A child that died: the message fails as a handler's failure, with the blackbox's cause. */
+    private static function crashed(Envelope $envelope, \Forklift\JobResult $result): HandlerFailedException
+    {
+        $cause = $result->ok()
+            ? 'it returned no report (it did not end through the consumer\'s code)'
+            : ($result->cause() ?? $result->outcome());
+        $why = $result->timedOut() ? "timed out: $cause" : $cause;
+
+        return new HandlerFailedException($envelope, [new HandlerCrashedException("The handler's process (pid {$result->pid()}) died: $why", $result)]);
+    }
+
+    /** A message whose child never ran: handed back to its transport by the retry listener. */
+    private static function notStarted(Envelope $envelope, string $why): HandlerFailedException
+    {
+        return new HandlerFailedException($envelope, [new NotStartedException("The message was not handled: $why")]);
+    }
+
+    private function dispatchEvent(object $event): void
+    {
+        $this->eventDispatcher?->dispatch($event);
+    }
+}

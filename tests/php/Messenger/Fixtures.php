@@ -1,0 +1,90 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Forklift\Tests\Messenger;
+
+use Symfony\Component\Messenger\Exception\UnrecoverableMessageHandlingException;
+
+/** A test message: what its handler does, and a tag to find it by. */
+final class Job
+{
+    public function __construct(public readonly string $action, public readonly string $tag = '')
+    {
+    }
+}
+
+/** A second class, for metrics by class. */
+final class Other
+{
+    public function __construct(public readonly string $tag = '')
+    {
+    }
+}
+
+/**
+ * The handler: appends "tag pid action" to the log file (one write per line, so children's lines
+ * never mix), then does what the message says.
+ */
+final class JobHandler
+{
+    public function __construct(private readonly string $log)
+    {
+    }
+
+    public function __invoke(Job $job): string
+    {
+        file_put_contents($this->log, "$job->tag " . getmypid() . " $job->action\n", FILE_APPEND);
+        switch ($job->action) {
+            case 'ok':
+                return "done $job->tag";
+            case 'throw':
+                throw new \RuntimeException("handler threw for $job->tag", 42);
+            case 'unrecoverable':
+                throw new UnrecoverableMessageHandlingException("do not retry $job->tag");
+            case 'segfault':
+                posix_kill(getmypid(), SIGSEGV);
+                sleep(5);
+                return 'not reached';
+            case 'oom':
+                ini_set('memory_limit', '32M');
+                $a = [];
+                while (true) {
+                    $a[] = str_repeat('x', 1 << 20);
+                }
+            case 'fatal':
+                \forklift_test_no_such_function();
+                return 'not reached';
+            case 'hang':
+                while (true) {
+                    sleep(1);
+                }
+            case 'soft':
+                // Busy in PHP: the soft timeout's exception reaches it.
+                while (true) {
+                    usleep(1000);
+                }
+            case 'exit':
+                exit(3);
+            case 'closure':
+                // A result that does not serialize: the handled stamp comes back without it.
+                return 'x' . (static fn () => 1)();
+            default:
+                throw new \LogicException("unknown action $job->action");
+        }
+    }
+}
+
+final class OtherHandler
+{
+    public function __construct(private readonly string $log)
+    {
+    }
+
+    public function __invoke(Other $m): \Closure
+    {
+        file_put_contents($this->log, "$m->tag " . getmypid() . " other\n", FILE_APPEND);
+
+        return static fn () => 'a closure result does not serialize';
+    }
+}
