@@ -50,6 +50,8 @@ class Worker extends MessengerWorker
     private bool $polling = false;
     /** @var array<int, array{Envelope, string, float}> running messages by run id: envelope, transport, start */
     private array $inFlight = [];
+    /** @var array<string, int> run ids by transport and transport message id */
+    private array $inFlightIds = [];
     private int $received = 0;
     private ?int $limit = null;
     /** @var list<string>|null */
@@ -101,7 +103,9 @@ class Worker extends MessengerWorker
             throw new InvalidArgumentException("$what: \$name names the pid file and process titles: 1 to 100 of A-Z a-z 0-9 _ . -, \"$name\" given");
         }
         $this->receivers = $receivers;
-        $this->closeBeforeFork = ForkSafety::check([...array_values($receivers), ...$closeBeforeFork], "$what: \$closeBeforeFork");
+        // The receivers' own connections (the transports Forklift knows; see docs/symfony.md).
+        $known = array_values(array_filter($receivers, ForkSafety::knows(...)));
+        $this->closeBeforeFork = [...$known, ...ForkSafety::check($closeBeforeFork, "$what: \$closeBeforeFork")];
         parent::__construct($receivers, $bus, $eventDispatcher, $logger);
     }
 
@@ -134,6 +138,8 @@ class Worker extends MessengerWorker
         $this->receivedOnce = false;
         $this->receiveFailure = null;
         $this->inFlight = [];
+        $this->inFlightIds = [];
+        $this->warnAboutRedelivery();
         $daemon = new Daemon($this->name, pidFile: $this->pidFile ?? Consumers::pidFile($this->name), stopTimeout: $this->stopTimeout, logger: $this->logger);
         foreach ($this->receivers as $transport => $_) {
             $daemon->job(
@@ -197,8 +203,7 @@ class Worker extends MessengerWorker
                 foreach ($this->receivers as $transport => $receiver) {
                     $envelopes = $this->queueNames ? $receiver->getFromQueues($this->queueNames) : $receiver->get();
                     foreach ($envelopes as $envelope) {
-                        $got = true;
-                        $this->accept($envelope, $transport);
+                        $got = $this->accept($envelope, $transport) || $got;
                     }
                     if ($got) {
                         break;
@@ -226,13 +231,24 @@ class Worker extends MessengerWorker
         }
     }
 
-    private function accept(Envelope $envelope, string $transport): void
+    /** Handles a received envelope; false when it was one already running here (offered again). */
+    private function accept(Envelope $envelope, string $transport): bool
     {
+        $key = self::key($envelope, $transport);
+        if ($key !== null && isset($this->inFlightIds[$key])) {
+            // The transport offered again a message a child of ours still handles (it ran past
+            // the transport's redelivery timeout, or Redis re-reads its own pending list):
+            // handling it twice at once helps nobody; its running child acks or rejects it.
+            $this->logger?->debug('{class} from {transport} was offered again while it is still being handled (run {run}); skipped', ['class' => $envelope->getMessage()::class, 'transport' => $transport, 'run' => $this->inFlightIds[$key]]);
+            Transports::skipRedelivered($this->receivers[$transport]);
+
+            return false;
+        }
         $event = new WorkerMessageReceivedEvent($envelope, $transport);
         $this->dispatchEvent($event);
         $envelope = $event->getEnvelope();
         if (!$event->shouldHandle()) {
-            return;
+            return true;
         }
         ++$this->received;
         $envelope = $envelope->with(new ReceivedStamp($transport), new ConsumedByWorkerStamp());
@@ -242,9 +258,32 @@ class Worker extends MessengerWorker
             // The consumer began to stop in this very turn: the message goes back to its transport.
             $this->finish($envelope, $transport, self::notStarted($envelope, 'the consumer is stopping'), 0.0);
 
-            return;
+            return true;
         }
         $this->inFlight[$id] = [$envelope, $transport, microtime(true)];
+        if ($key !== null) {
+            $this->inFlightIds[$key] = $id;
+        }
+
+        return true;
+    }
+
+    private static function key(Envelope $envelope, string $transport): ?string
+    {
+        $id = Transports::deliveryId($envelope);
+
+        return $id === null ? null : $transport . "\0" . $id;
+    }
+
+    /** A message that runs longer than its transport's redelivery timeout is delivered again: say so at the start. */
+    private function warnAboutRedelivery(): void
+    {
+        foreach ($this->receivers as $transport => $receiver) {
+            $after = Transports::redeliverAfter($receiver);
+            if ($after !== null && ($this->timeout === null || $this->timeout >= $after)) {
+                $this->logger?->warning('Transport {transport} delivers a message again after {after} s while it is still handled, and this consumer\'s timeout is {timeout}: set --timeout below {after} s (or raise the transport\'s redeliver_timeout/ttr)', ['transport' => $transport, 'after' => $after, 'timeout' => $this->timeout === null ? 'none' : "$this->timeout s"]);
+            }
+        }
     }
 
     /** In the message's child: dispatch it, report how it went. */
@@ -274,6 +313,9 @@ class Worker extends MessengerWorker
         }
         [$envelope, $transport, $started] = $this->inFlight[$run->id()];
         unset($this->inFlight[$run->id()]);
+        if (($key = self::key($envelope, $transport)) !== null) {
+            unset($this->inFlightIds[$key]);
+        }
         $result = $run->result();
         $report = $result !== null && $result->ok() ? Report::decode($result->value()) : null;
         if ($result === null) {

@@ -890,21 +890,39 @@ fn fire_due(d: &Daemon) -> PhpResult<()> {
                 }
             }
             Fired::Missed { target, count } => {
-                let name = {
+                let said = {
                     let mut s = d.inner.borrow_mut();
-                    if let crate::core::daemon::plan::Target::Inline(n) = target {
-                        s.inline[n].overruns += count;
-                    }
                     match target {
-                        crate::core::daemon::plan::Target::Inline(n) => s.inline[n].name.clone(),
-                        crate::core::daemon::plan::Target::Job(j) => s.plan.job_def(j).name.clone(),
+                        crate::core::daemon::plan::Target::Inline(n) => {
+                            // Ticks a slow callback covered: said with its overrun warnings, at
+                            // most once a minute (a receive that blocks each time is normal).
+                            let i = &mut s.inline[n];
+                            i.overruns += count;
+                            i.missed_unsaid += count;
+                            let due = i
+                                .long_warned
+                                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+                            if due {
+                                i.long_warned = Some(Instant::now());
+                                let n = std::mem::take(&mut i.missed_unsaid);
+                                Some(format!(
+                                    "timer {}: {n} tick(s) passed without a run (the loop or its \
+                                     callback was late; said at most once a minute)",
+                                    i.name
+                                ))
+                            } else {
+                                None
+                            }
+                        }
+                        crate::core::daemon::plan::Target::Job(j) => Some(format!(
+                            "{}: {count} scheduled time(s) passed without a run (the loop was late)",
+                            s.plan.job_def(j).name
+                        )),
                     }
                 };
-                say(
-                    d,
-                    Level::Warning,
-                    &format!("{name}: {count} scheduled time(s) passed without a run (the loop was late)"),
-                );
+                if let Some(text) = said {
+                    say(d, Level::Warning, &text);
+                }
             }
             Fired::Skipped { job, reason } => {
                 let name = d.inner.borrow().plan.job_def(job).name.clone();

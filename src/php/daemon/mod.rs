@@ -62,6 +62,8 @@ pub(crate) struct Inline {
     /// minute at most: a receive that blocks a little longer than the interval each time must
     /// not fill the log).
     pub(crate) long_runs: u64,
+    /// Ticks missed since the last warning.
+    pub(crate) missed_unsaid: u64,
     pub(crate) long_warned: Option<std::time::Instant>,
     pub(crate) last_duration: Option<f64>,
     pub(crate) last_error: Option<String>,
@@ -482,6 +484,7 @@ impl Daemon {
                 runs: 0,
                 overruns: 0,
                 long_runs: 0,
+                missed_unsaid: 0,
                 long_warned: None,
                 last_duration: None,
                 last_error: None,

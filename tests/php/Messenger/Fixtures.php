@@ -66,6 +66,18 @@ final class JobHandler
                 }
             case 'exit':
                 exit(3);
+            case 'slow':
+                // Runs until the test creates LOG.release (bounded), so a test can act meanwhile.
+                $deadline = microtime(true) + 20;
+                while (!file_exists("$this->log.release") && microtime(true) < $deadline) {
+                    usleep(5000);
+                }
+                file_put_contents($this->log, "$job->tag " . getmypid() . " slow-done\n", FILE_APPEND);
+                return 'slow done';
+            case 'db':
+                // The application's DBAL connection, the one the Doctrine transport uses too.
+                $GLOBALS['forklift_test_dbal']->executeStatement('INSERT INTO handled (tag, pid) VALUES (?, ?)', [$job->tag, getmypid()]);
+                return 'row';
             case 'closure':
                 // A result that does not serialize: the handled stamp comes back without it.
                 return 'x' . (static fn () => 1)();
@@ -86,5 +98,26 @@ final class OtherHandler
         file_put_contents($this->log, "$m->tag " . getmypid() . " other\n", FILE_APPEND);
 
         return static fn () => 'a closure result does not serialize';
+    }
+}
+
+/** A PSR-3 logger that keeps the lines, placeholders filled (for assertions and failure messages). */
+final class TestLogger extends \Psr\Log\AbstractLogger
+{
+    /** @var list<string> */
+    public array $lines = [];
+
+    public function log($level, $message, array $context = []): void
+    {
+        $replace = [];
+        foreach ($context as $k => $v) {
+            $replace['{' . $k . '}'] = \is_scalar($v) || $v instanceof \Stringable ? (string) $v : get_debug_type($v);
+        }
+        $this->lines[] = "$level: " . strtr((string) $message, $replace);
+    }
+
+    public function text(): string
+    {
+        return implode("\n", $this->lines);
     }
 }

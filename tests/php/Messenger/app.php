@@ -52,5 +52,11 @@ return (static function (): App {
         )));
     }
 
-    return new App($bus, $built, $events, closeBeforeFork: $close);
+    $restart = null;
+    if ((string) getenv('FORKLIFT_TEST_CACHE_DIR') !== '') {
+        $restart = new Symfony\Component\Cache\Adapter\FilesystemAdapter('', 0, (string) getenv('FORKLIFT_TEST_CACHE_DIR'));
+        $events->addSubscriber(new Symfony\Component\Messenger\EventListener\StopWorkerOnRestartSignalListener($restart));
+    }
+
+    return new App($bus, $built, $events, closeBeforeFork: $close, restartSignal: $restart);
 })();

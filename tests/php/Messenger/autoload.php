@@ -27,6 +27,7 @@ function forklift_test_transport(string $dsn, array &$close): Symfony\Component\
         $dbal = Doctrine\DBAL\DriverManager::getConnection(['url' => preg_replace('/\?.*$/', '', $dsn), 'driver' => 'pdo_mysql']);
         $config = Symfony\Component\Messenger\Bridge\Doctrine\Transport\Connection::buildConfiguration('doctrine://default?' . http_build_query($q));
         $close[] = $dbal;
+        $GLOBALS['forklift_test_dbal'] = $dbal;
         return new Symfony\Component\Messenger\Bridge\Doctrine\Transport\DoctrineTransport(
             new Symfony\Component\Messenger\Bridge\Doctrine\Transport\Connection($config, $dbal),
             $serializer,
