@@ -180,16 +180,21 @@ final class RedisStreamTest extends QueueTestCase
         foreach (['segv:g', 'ok:g1', 'oom:g', 'ok:g2', 'exit:g', 'ok:g3'] as $body) {
             $this->put($body);
         }
-        $broker = $this->broker(); // connected here: the consumer never opens another
-        $before = (int) $this->client->info('stats')['total_connections_received'];
+        // The consumer's connection, named so that it can be found in CLIENT LIST: if the consumer
+        // lost it (a child wrote on it, or closed it for both) it would reconnect without the name.
+        $redis = self::$server->client();
+        $redis->client('setname', 'consumer-under-test');
+        $id = $redis->rawCommand('CLIENT', 'ID');
         $d = $this->daemon();
-        (new Consumer($broker, $this->handler(), name: 'mail', workers: 2, maxAttempts: 1, poll: 0.05, logger: $this->logger))->attach($d);
+        (new Consumer(new RedisStream($redis, $this->stream), $this->handler(), name: 'mail', workers: 2, maxAttempts: 1, poll: 0.05, logger: $this->logger))->attach($d);
         $this->runUntil($d, fn () => ($this->status = $d->status()) && $this->counted('mail', 'acked') + $this->counted('mail', 'buried') === 6);
 
         $this->assertSame(3, $this->counted('mail', 'acked'));
         $this->assertSame(3, $this->counted('mail', 'buried'));
         $this->assertSame(0, $this->counted('mail', 'unsettled'));
-        $this->assertSame(0, (int) $this->client->info('stats')['total_connections_received'] - $before, 'no connection opened while consuming');
+        $clients = (string) $this->client->rawCommand('CLIENT', 'LIST');
+        $this->assertMatchesRegularExpression("/^id=$id .* name=consumer-under-test /m", $clients, "the consumer kept connection $id:\n$clients\n" . $this->logger->text());
+        $this->assertSame(1, substr_count($clients, 'name=consumer-under-test '));
     }
 
     public function test_a_blocking_receive_returns_the_message_added_while_it_waits(): void
