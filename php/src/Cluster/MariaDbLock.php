@@ -86,25 +86,25 @@ final class MariaDbLock implements Lock
 
     public function acquire(): bool
     {
-        $db = $this->db();
-        if ($this->ours($db)) {
-            return true; // GET_LOCK again would nest it (MariaDB counts), and one release would not free it
-        }
-        if ((int) $this->value($db, 'SELECT GET_LOCK(?, 0)', [$this->name]) !== 1) {
-            return false;
-        }
-        $this->write($db);
-        return true;
+        return $this->call(function (\PDO $db): bool {
+            if ($this->ours($db)) {
+                return true; // GET_LOCK again would nest it (MariaDB counts), and one release would not free it
+            }
+            if ((int) $this->value($db, 'SELECT GET_LOCK(?, 0)', [$this->name]) !== 1) {
+                return false;
+            }
+            $this->write($db);
+            return true;
+        });
     }
 
     public function held(): bool
     {
         try {
-            return $this->ours($this->db());
+            return $this->call(fn (\PDO $db): bool => $this->ours($db));
         } catch (\PDOException $e) {
             // The connection died, and with it the lock on the server: a new connection takes
             // it again if nobody else has meanwhile; if that fails too, the exception says why.
-            $this->drop();
             return $this->acquire();
         }
     }
@@ -124,11 +124,11 @@ final class MariaDbLock implements Lock
 
     public function holder(): ?string
     {
-        $holder = $this->value(
-            $this->db(),
+        $holder = $this->call(fn (\PDO $db) => $this->value(
+            $db,
             "SELECT holder FROM `$this->table` WHERE name = ? AND connection_id = IS_USED_LOCK(?)",
             [$this->name, $this->name]
-        );
+        ));
         return $holder === false || $holder === null ? null : (string) $holder;
     }
 
@@ -172,6 +172,24 @@ final class MariaDbLock implements Lock
             $this->owner = getmypid();
         }
         return $this->pdo;
+    }
+
+    /**
+     * Runs `$f` on this process's connection; a connection that failed is dropped, to be opened
+     * again at the next call, and the exception goes on.
+     *
+     * @template T
+     * @param \Closure(\PDO): T $f
+     * @return T
+     */
+    private function call(\Closure $f): mixed
+    {
+        try {
+            return $f($this->db());
+        } catch (\PDOException $e) {
+            $this->drop();
+            throw $e;
+        }
     }
 
     private function drop(): void

@@ -136,12 +136,15 @@ final class LeaderTest extends TestCase
         return array_map('intval', array_filter(explode("\n", $text)));
     }
 
-    /** Waits (bounded) until the schedule has a line from `$pid`; when it came, or null. */
-    private function waitForRunOf(int $pid, float $timeout): ?float
+    /**
+     * Waits (bounded) until the schedule has a line from `$pid` after its first `$after` lines;
+     * when it came, or null.
+     */
+    private function waitForRunOf(int $pid, float $timeout, int $after = 0): ?float
     {
         $deadline = microtime(true) + $timeout;
         do {
-            if (in_array($pid, $this->schedule(), true)) {
+            if (in_array($pid, array_slice($this->schedule(), $after), true)) {
                 return microtime(true);
             }
             usleep(5000);
@@ -268,6 +271,52 @@ final class LeaderTest extends TestCase
         $this->assertStringContainsString('leader: released the lock (reload: handed over to the new dispatcher)', $p->log);
         $this->assertNotNull($this->waitForRunOf($new, 10));
         $this->assertSame('leader', $this->status('lead-a')['leader']['state']);
+    }
+
+    public function test_lock_connections_the_server_killed_are_opened_again_without_a_second_leader(): void
+    {
+        $db = self::mariadb()->pdo('forklift_test');
+        [$a, $pa] = $this->start($this->app('lead-a', $this->mariaDbLock()));
+        [$b, $pb] = $this->start($this->app('lead-b', $this->mariaDbLock()));
+        $conn = fn () => (int) $db->query("SELECT IS_USED_LOCK('lead')")->fetchColumn();
+        $first = $conn();
+        // The server ends every connection but the test's (a failover, a DBA's KILL).
+        foreach ($db->query('SELECT id FROM information_schema.PROCESSLIST WHERE id <> CONNECTION_ID()')->fetchAll(\PDO::FETCH_COLUMN) as $id) {
+            try {
+                $db->exec("KILL $id");
+            } catch (\PDOException) {
+                // a system thread, or gone already
+            }
+        }
+        // A check opens a connection and takes the lock again: the leader's at once (held()
+        // reconnects), the standby's after its dead connection failed once.
+        $deadline = microtime(true) + 10;
+        while (($now = $conn()) === 0 || $now === $first) {
+            $this->assertLessThan($deadline, microtime(true), 'nobody took the lock again');
+            usleep(10000);
+        }
+        $before = count($this->schedule());
+        $deadline = microtime(true) + 10;
+        while (count($this->schedule()) < $before + 10 && microtime(true) < $deadline) {
+            usleep(10000);
+        }
+        $states = [$this->status('lead-a')['leader']['state'], $this->status('lead-b')['leader']['state']];
+        sort($states);
+        $this->assertSame(['leader', 'standby'], $states);
+        [$leader, $standby, $other] = $this->status('lead-a')['leader']['state'] === 'leader' ? [$pa, $pb, $b] : [$pb, $pa, $a];
+        $this->assertSame(gethostname() . ":$leader", $this->status('lead-b')['leader']['holder']);
+        // Never two leaders: the schedule's pid changes at most once, to the leader's.
+        $runs = $this->schedule();
+        $changes = count(array_filter(array_keys($runs), fn ($k) => $k > 0 && $runs[$k] !== $runs[$k - 1]));
+        $this->assertLessThanOrEqual(1, $changes, implode(',', $runs));
+        $this->assertSame($leader, end($runs));
+        // The standby's connection works again too: it takes over when the leader dies.
+        $victim = $leader === $pa ? $a : $b;
+        $seen = count($this->schedule());
+        posix_kill($victim->pid(), SIGKILL);
+        posix_kill($leader, SIGKILL);
+        $this->assertNotNull($other->waitFor('/leader: took the lock/', 10), $other->log);
+        $this->assertNotNull($this->waitForRunOf($standby, 10, $seen));
     }
 
     public function test_a_lock_that_throws_leaves_the_daemon_standing_by_and_says_so_once(): void
