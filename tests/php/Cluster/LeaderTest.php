@@ -190,10 +190,12 @@ final class LeaderTest extends TestCase
         $this->assertStringContainsString('forklift_leader{daemon="lead-a"} 1', $metrics);
         $this->assertStringContainsString('forklift_leader{daemon="lead-b"} 0', Daemon::query("$this->dir/lead-b.pid", 'metrics'));
 
-        // kill -9 of the leader's supervisor and dispatcher: its lock goes with it.
+        // kill -9 of the leader's dispatcher and supervisor: its lock goes with it. The
+        // dispatcher first: one that outlived its supervisor a moment would see the link close
+        // and release the lock cleanly, which is not what is measured here.
         $killed = microtime(true);
-        posix_kill($a->pid(), SIGKILL);
         posix_kill($leader, SIGKILL);
+        posix_kill($a->pid(), SIGKILL);
         $took = $b->waitFor('/leader: took the lock/', 30);
         $tookAt = microtime(true);
         $this->assertNotNull($took, "the standby did not take over:\n" . $b->log);
@@ -313,8 +315,8 @@ final class LeaderTest extends TestCase
         // The standby's connection works again too: it takes over when the leader dies.
         $victim = $leader === $pa ? $a : $b;
         $seen = count($this->schedule());
-        posix_kill($victim->pid(), SIGKILL);
         posix_kill($leader, SIGKILL);
+        posix_kill($victim->pid(), SIGKILL);
         $this->assertNotNull($other->waitFor('/leader: took the lock/', 10), $other->log);
         $this->assertNotNull($this->waitForRunOf($standby, 10, $seen));
     }
