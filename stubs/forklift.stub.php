@@ -473,6 +473,7 @@ final class Daemon
      * across DST a time that does not exist fires at the change, one that exists twice fires once.
      *
      * @param string $missed "skip" (default: a time that passed more than 60 s ago while the loop was late is not run) or "run-once"
+     * @param bool   $everyHost with a leader lock (leader()): true runs the line in every dispatcher, standby too; by default only the leader runs it
      */
     public function cron(
         string $expr,
@@ -486,6 +487,7 @@ final class Daemon
         ?float $grace = null,
         ?float $softTimeout = null,
         bool $overlap = false,
+        bool $everyHost = false,
     ): Daemon {}
 
     /**
@@ -495,6 +497,8 @@ final class Daemon
      * if it is at most half an interval late (else waits for the next one); "run-once" makes up
      * for them with one run at once. With
      * `fork: true` each tick is a run of a job named $name, parallel or in `$lane`, with limits.
+     * With a leader lock (leader()) a timer is schedule and runs in the leader only, unless
+     * `everyHost: true` (a queue consumer's poll: it runs in standby dispatchers too).
      */
     public function every(
         float $seconds,
@@ -506,7 +510,20 @@ final class Daemon
         ?float $timeout = null,
         ?float $grace = null,
         ?float $softTimeout = null,
+        bool $everyHost = false,
     ): Daemon {}
+
+    /**
+     * One dispatcher across hosts: the schedule (cron lines, `every` timers) runs only in the
+     * dispatcher that holds `$lock`; the others stand by and take over when it is released or its
+     * holder dies. Runs asked for with queue()/start(), and timers with `everyHost: true`, run on
+     * every host. The lock is asked at the start and every `$every` seconds (`acquire()` while
+     * standing by, `held()` while leading); an exception or a non-bool answer counts as "not
+     * held" and is logged. Released at the stop and at a reload's handover. Status: `leader`.
+     *
+     * @param \Forklift\Cluster\Lock $lock php/ package: MariaDbLock, RedisLock, or your own
+     */
+    public function leader(mixed $lock, float $every = 1.0): Daemon {}
 
     /** Calls `$fn()` once in the dispatcher when it has started (pid file, status socket, signals taken), before its first turn; in each new dispatcher after a reload too. An exception is logged. */
     public function onStart(mixed $fn): Daemon {}

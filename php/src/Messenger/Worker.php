@@ -152,7 +152,8 @@ class Worker extends MessengerWorker
                 softTimeout: $this->softTimeout,
             );
         }
-        $daemon->every($sleep, fn () => $this->poll(), name: 'receive');
+        // Consuming scales out: with a leader lock the poll runs on standby hosts too.
+        $daemon->every($sleep, fn () => $this->poll(), name: 'receive', everyHost: true);
         $daemon->onStart(function (): void {
             $this->dispatchEvent(new WorkerStartedEvent($this));
             $this->poll();

@@ -2,6 +2,11 @@
 //! what is due (interval timers, cron lines), which runs start now (the head of each idle serial
 //! lane, every parallel run), the overlap rule, stopping, and what each job has done so far.
 //!
+//! With a leader lock (several hosts, one schedule) the plan is the leader or a standby: a standby
+//! fires only the entries that reach every host ([`Reach::EveryHost`]); what application code asks
+//! for (`queue()`, `start()`) runs in either. Taking and checking the lock is the binding's: the
+//! plan only fires [`Target::Leadership`] when it is time to check, and is told the answer.
+//!
 //! The binding forks the runs this returns and tells it when they start and end; `cargo test`
 //! drives it with a hand-made clock.
 
@@ -180,12 +185,32 @@ pub enum Target {
     Inline(usize),
     /// Asks for a run of the job.
     Job(JobId),
+    /// Checks the leader lock (or tries to take it): this dispatcher leads or stands by.
+    Leadership,
+}
+
+/// Where an entry fires when hosts share one schedule through a leader lock (without a lock the
+/// dispatcher leads, and every entry fires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// In the leader only: cron lines, timers that queue scheduled work (the default).
+    Leader,
+    /// In every dispatcher, leader or standby: the lock check, a queue consumer's poll.
+    EveryHost,
 }
 
 struct Entry {
     when: When,
     target: Target,
+    reach: Reach,
     overruns: u64,
+}
+
+impl Entry {
+    /// Whether it fires now: a standby leaves the leader's entries alone.
+    fn live(&self, standby: bool) -> bool {
+        !standby || self.reach == Reach::EveryHost
+    }
 }
 
 /// A timer or cron line that fired.
@@ -193,6 +218,8 @@ struct Entry {
 pub enum Fired {
     /// Call the inline callback; `missed` ticks passed without a run before this one.
     Inline { callback: usize, missed: u64 },
+    /// Check the leader lock, then say [`Plan::lead`] or [`Plan::stand_by`].
+    Leadership,
     /// A run was queued (or started parallel) for the job.
     Queued(RunId),
     /// The job's previous run is still queued or running: not started again.
@@ -231,6 +258,9 @@ pub struct Plan {
     elsewhere: HashMap<JobId, u32>,
     started: bool,
     stopping: bool,
+    /// Another host holds the leader lock (or it is not known to be ours): the leader's entries
+    /// wait.
+    standby: bool,
 }
 
 impl Plan {
@@ -304,7 +334,13 @@ impl Plan {
             .map(|(i, (d, s))| (JobId(i), d, s))
     }
 
-    pub fn add_every(&mut self, interval: Duration, missed: Missed, target: Target) -> Result<()> {
+    pub fn add_every(
+        &mut self,
+        interval: Duration,
+        missed: Missed,
+        target: Target,
+        reach: Reach,
+    ) -> Result<()> {
         if interval.is_zero() {
             return Err(Error::InvalidArgument(
                 "an interval must be more than 0 seconds".into(),
@@ -314,12 +350,13 @@ impl Plan {
             // Anchored when the plan starts.
             when: When::Every(Every::new(Instant::now(), interval, missed)),
             target,
+            reach,
             overruns: 0,
         });
         Ok(())
     }
 
-    pub fn add_cron(&mut self, schedule: Schedule, missed: Missed, job: JobId) {
+    pub fn add_cron(&mut self, schedule: Schedule, missed: Missed, job: JobId, reach: Reach) {
         self.entries.push(Entry {
             when: When::Cron {
                 schedule,
@@ -327,6 +364,7 @@ impl Plan {
                 next: None,
             },
             target: Target::Job(job),
+            reach,
             overruns: 0,
         });
     }
@@ -337,10 +375,7 @@ impl Plan {
     pub fn start(&mut self, now: Clock, handover: Option<&Handover>) {
         let since = handover.and_then(|h| h.until).unwrap_or(now.wall);
         for e in &mut self.entries {
-            match &mut e.when {
-                When::Every(every) => *every = every.restarted(now.mono),
-                When::Cron { schedule, next, .. } => *next = schedule.next_after(since),
-            }
+            e.anchor(now, since);
         }
         if let Some(h) = handover {
             for name in &h.running {
@@ -357,6 +392,33 @@ impl Plan {
         self.started = true;
     }
 
+    // --- one leader across hosts -----------------------------------------------------------
+
+    /// Another host holds the leader lock, or this one could not tell: the leader's cron lines
+    /// and timers stop firing (their times pass, not counted as missed: they are the leader's);
+    /// entries that reach every host, and runs asked for, go on.
+    pub fn stand_by(&mut self) {
+        self.standby = true;
+    }
+
+    /// This dispatcher holds the leader lock from `now` on. Coming from standby, the leader's
+    /// entries start again as after a handover at `now`: cron times up to `now` were the other
+    /// host's, interval timers count from `now`. Already leading (or never stood by: the
+    /// dispatcher took the lock at its start), nothing changes.
+    pub fn lead(&mut self, now: Clock) {
+        if !self.standby {
+            return;
+        }
+        self.standby = false;
+        for e in self.entries.iter_mut().filter(|e| e.reach == Reach::Leader) {
+            e.anchor(now, now.wall);
+        }
+    }
+
+    pub fn is_standby(&self) -> bool {
+        self.standby
+    }
+
     // --- the clock ----------------------------------------------------------------------------
 
     /// When the loop must wake next for a timer or cron line (`None`: nothing scheduled).
@@ -366,6 +428,7 @@ impl Plan {
         }
         self.entries
             .iter()
+            .filter(|e| e.live(self.standby))
             .filter_map(|e| match &e.when {
                 When::Every(every) => Some(every.due()),
                 When::Cron { next, .. } => {
@@ -375,13 +438,28 @@ impl Plan {
             .min()
     }
 
-    /// Fires what is due at `now`: inline callbacks to call, runs queued, runs skipped.
+    /// Fires what is due at `now`: inline callbacks to call, runs queued, runs skipped. A due
+    /// check of the leader lock is fired alone, before anything else: after a stall longer than
+    /// the lock's lifetime another host may lead now, and the leader's entries must wait for the
+    /// answer (call `fire` again once it is given).
     pub fn fire(&mut self, now: Clock) -> Vec<Fired> {
         let mut out = Vec::new();
         if self.stopping || !self.started {
             return out;
         }
+        let mut check = false;
+        for e in &mut self.entries {
+            if let (Target::Leadership, When::Every(every)) = (e.target, &mut e.when) {
+                check |= every.fire(now.mono).is_some();
+            }
+        }
+        if check {
+            return vec![Fired::Leadership];
+        }
         for i in 0..self.entries.len() {
+            if !self.entries[i].live(self.standby) {
+                continue;
+            }
             let target = self.entries[i].target;
             let (runs, missed, scheduled) = match &mut self.entries[i].when {
                 When::Every(every) => match every.fire(now.mono) {
@@ -430,6 +508,7 @@ impl Plan {
             }
             match target {
                 Target::Inline(callback) => out.push(Fired::Inline { callback, missed }),
+                Target::Leadership => {} // fired alone, above
                 Target::Job(job) => {
                     let trigger = match self.entries[i].when {
                         When::Every(_) => Trigger::Every,
@@ -469,7 +548,7 @@ impl Plan {
         }
         self.entries
             .iter()
-            .filter(|e| e.target == target)
+            .filter(|e| e.target == target && e.live(self.standby))
             .filter_map(|e| match &e.when {
                 When::Cron { next, .. } => *next,
                 When::Every(every) => {
@@ -679,6 +758,17 @@ impl Plan {
     /// Whether nothing runs any more.
     pub fn is_idle(&self) -> bool {
         self.runs.is_empty()
+    }
+}
+
+impl Entry {
+    /// Starts the entry's clock at `now`: an interval timer counts from it, a cron line fires at
+    /// its times after `since`.
+    fn anchor(&mut self, now: Clock, since: DateTime<Utc>) {
+        match &mut self.when {
+            When::Every(every) => *every = every.restarted(now.mono),
+            When::Cron { schedule, next, .. } => *next = schedule.next_after(since),
+        }
     }
 }
 

@@ -140,6 +140,7 @@ fn cron_fires_each_minute_once_and_reports_the_next_time() {
         Schedule::parse("* * * * *", Some("UTC")).unwrap(),
         Missed::Skip,
         a,
+        Reach::Leader,
     );
     p.start(c.now(), None);
     let next = p.next_cron(a).unwrap();
@@ -165,6 +166,7 @@ fn a_late_loop_skips_the_cron_times_it_slept_through_but_runs_the_latest() {
         Schedule::parse("* * * * *", Some("UTC")).unwrap(),
         Missed::Skip,
         a,
+        Reach::Leader,
     );
     p.start(c.now(), None);
     // 3 min 40 s pass (an inline callback hogged the loop): 10:01, 10:02, 10:03 and 10:04 passed.
@@ -203,6 +205,7 @@ fn a_cron_time_too_late_to_run_is_missed_under_skip_and_run_under_run_once() {
             Schedule::parse("0 * * * *", Some("UTC")).unwrap(),
             policy,
             a,
+            Reach::Leader,
         );
         p.start(c.now(), None);
         // 11:00 passes while the loop is stuck until 11:05.
@@ -219,8 +222,13 @@ fn a_cron_time_too_late_to_run_is_missed_under_skip_and_run_under_run_once() {
 fn an_interval_timer_fires_on_its_grid() {
     let mut p = Plan::new();
     let mut c = Fake::new();
-    p.add_every(Duration::from_millis(1500), Missed::Skip, Target::Inline(7))
-        .unwrap();
+    p.add_every(
+        Duration::from_millis(1500),
+        Missed::Skip,
+        Target::Inline(7),
+        Reach::Leader,
+    )
+    .unwrap();
     p.start(c.now(), None);
     assert_eq!(
         p.next_wake(c.now()),
@@ -259,6 +267,7 @@ fn stop_drops_what_has_not_started_and_refuses_new_runs() {
         Schedule::parse("* * * * *", Some("UTC")).unwrap(),
         Missed::Skip,
         a,
+        Reach::Leader,
     );
     p.start(c.now(), None);
     let ra = p.ask(a, None, c.now().wall, Trigger::Asked).unwrap();
@@ -287,6 +296,7 @@ fn a_reload_hands_over_without_losing_or_repeating_a_cron_time() {
             Schedule::parse("* * * * *", Some("UTC")).unwrap(),
             Missed::Skip,
             a,
+            Reach::Leader,
         );
         (p, a, b, long)
     };
@@ -383,6 +393,7 @@ fn cron_in_a_zone_follows_its_clock_across_dst() {
         Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap(),
         Missed::Skip,
         a,
+        Reach::Leader,
     );
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let start = local(tz, 2026, 3, 28, 12, 0);
@@ -400,8 +411,13 @@ fn a_forked_interval_run_is_scheduled_at_its_tick_not_when_the_loop_got_to_it() 
     let mut p = Plan::new();
     let mut c = Fake::new();
     let j = job(&mut p, "tick", Placement::Parallel);
-    p.add_every(Duration::from_millis(100), Missed::Skip, Target::Job(j))
-        .unwrap();
+    p.add_every(
+        Duration::from_millis(100),
+        Missed::Skip,
+        Target::Job(j),
+        Reach::Leader,
+    )
+    .unwrap();
     p.start(c.now(), None);
     let start_wall = c.now().wall;
     // The loop wakes 30 ms after the tick.
@@ -441,5 +457,247 @@ fn pinned_runs_are_dropped_at_a_reload_not_handed_over() {
         h.queued.len(),
         1,
         "only the plain run ({plain:?}) is handed over"
+    );
+}
+
+// --- one leader across hosts ---------------------------------------------------------------------
+
+/// A plan with a cron line each minute, an interval timer of 10 s queueing a job, an inline
+/// timer of the application (the leader's), a consumer's poll that reaches every host and the
+/// lock check.
+fn shared_plan(c: &Fake) -> (Plan, JobId, JobId, JobId) {
+    let (mut p, l) = plan_with_default();
+    let cron = job(&mut p, "cron", Placement::Lane(l));
+    let tick = job(&mut p, "tick", Placement::Parallel);
+    let work = job(&mut p, "work", Placement::Parallel);
+    p.add_cron(
+        Schedule::parse("* * * * *", Some("UTC")).unwrap(),
+        Missed::Skip,
+        cron,
+        Reach::Leader,
+    );
+    p.add_every(secs(10), Missed::Skip, Target::Job(tick), Reach::Leader)
+        .unwrap();
+    p.add_every(secs(10), Missed::Skip, Target::Inline(0), Reach::Leader)
+        .unwrap();
+    p.add_every(secs(10), Missed::Skip, Target::Inline(1), Reach::EveryHost)
+        .unwrap();
+    p.add_every(
+        secs(1),
+        Missed::RunOnce,
+        Target::Leadership,
+        Reach::EveryHost,
+    )
+    .unwrap();
+    p.start(c.now(), None);
+    (p, cron, tick, work)
+}
+
+/// Fires as the dispatcher does: a due lock check alone (answered "no change"), then the rest.
+fn fire_all(p: &mut Plan, now: Clock) -> Vec<Fired> {
+    let mut fired = p.fire(now);
+    if fired == [Fired::Leadership] {
+        fired.extend(p.fire(now));
+    }
+    fired
+}
+
+fn queued_jobs(p: &Plan, fired: &[Fired]) -> Vec<JobId> {
+    fired
+        .iter()
+        .filter_map(|f| match f {
+            Fired::Queued(r) => Some(p.run(*r).unwrap().job),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_standby_fires_only_what_reaches_every_host_and_still_runs_what_is_asked() {
+    let mut c = Fake::new();
+    let (mut p, cron, _, work) = shared_plan(&c);
+    p.stand_by();
+    assert!(p.is_standby());
+    assert_eq!(
+        p.next_cron(cron),
+        Some(Utc.with_ymd_and_hms(2026, 3, 2, 10, 1, 0).unwrap())
+    );
+    assert_eq!(
+        p.next_run(Target::Job(cron), c.now()),
+        None,
+        "status shows no next run: it is the leader's"
+    );
+    // 10:00:30 → 10:03:30 in steps of a second: three cron times and 18 ticks pass.
+    let mut fired = Vec::new();
+    for _ in 0..180 {
+        let now = c.go(secs(1));
+        fired.extend(fire_all(&mut p, now));
+    }
+    assert_eq!(
+        fired.iter().filter(|f| **f == Fired::Leadership).count(),
+        180,
+        "the lock is checked each second"
+    );
+    assert_eq!(
+        fired
+            .iter()
+            .filter(|f| matches!(f, Fired::Inline { callback: 1, .. }))
+            .count(),
+        18,
+        "the every-host poll runs"
+    );
+    assert!(
+        fired
+            .iter()
+            .all(|f| matches!(f, Fired::Leadership | Fired::Inline { callback: 1, .. })),
+        "no cron run, no leader timer, nothing missed: {fired:?}"
+    );
+    assert_eq!(p.overruns(), 0, "the leader's times are not missed here");
+    assert!(p.jobs().all(|(_, _, s)| s.missed == 0 && s.skipped == 0));
+    // What application code asks for runs on every host.
+    let r = p.ask(work, None, c.now().wall, Trigger::Asked).unwrap();
+    assert_eq!(p.startable(), vec![r]);
+    // Its wake is the next every-host entry, not a cron time in the past.
+    assert_eq!(p.next_wake(c.now()), Some(c.now().mono + secs(1)));
+}
+
+#[test]
+fn taking_the_lead_starts_the_schedule_at_that_instant_as_a_handover_does() {
+    let mut c = Fake::new();
+    let (mut p, cron, tick, _) = shared_plan(&c);
+    p.stand_by();
+    // Standby from 10:00:30 to 10:02:45: 10:01 and 10:02 were the other host's.
+    let now = c.go(secs(135));
+    let fired = fire_all(&mut p, now);
+    assert!(!queued_jobs(&p, &fired).contains(&cron));
+    p.lead(now);
+    assert!(!p.is_standby());
+    assert_eq!(
+        p.next_cron(cron),
+        Some(Utc.with_ymd_and_hms(2026, 3, 2, 10, 3, 0).unwrap()),
+        "cron times up to the takeover were the other host's"
+    );
+    assert!(
+        fire_all(&mut p, c.go(Duration::from_millis(100)))
+            .iter()
+            .all(|f| *f == Fired::Leadership || matches!(f, Fired::Inline { callback: 1, .. })),
+        "nothing of the leader's is made up at the takeover"
+    );
+    // The interval timers count from the takeover: first tick 10 s after it.
+    assert_eq!(
+        p.next_run(Target::Job(tick), now),
+        Some(now.wall + chrono::Duration::seconds(10))
+    );
+    let fired = fire_all(&mut p, c.go(Duration::from_millis(9_900)));
+    assert_eq!(queued_jobs(&p, &fired), vec![tick]);
+    assert!(fired.contains(&Fired::Inline {
+        callback: 0,
+        missed: 0
+    }));
+    // 10:03:00 runs here, once.
+    let now = c.go(secs(5));
+    assert_eq!(
+        now.wall,
+        Utc.with_ymd_and_hms(2026, 3, 2, 10, 3, 0).unwrap()
+    );
+    let fired = fire_all(&mut p, now);
+    let [r] = queued_jobs(&p, &fired)[..] else {
+        panic!("{fired:?}")
+    };
+    assert_eq!(r, cron);
+    assert!(
+        p.jobs().all(|(_, _, s)| s.missed == 0),
+        "the other host's times are not missed here"
+    );
+}
+
+#[test]
+fn leading_again_is_nothing_new_and_a_dispatcher_that_led_from_its_start_keeps_its_handover() {
+    let mut c = Fake::new();
+    let (mut p, l) = plan_with_default();
+    let a = job(&mut p, "a", Placement::Lane(l));
+    p.add_cron(
+        Schedule::parse("* * * * *", Some("UTC")).unwrap(),
+        Missed::Skip,
+        a,
+        Reach::Leader,
+    );
+    // A reload: the old dispatcher handled times up to 10:00:50; this one took the lock at its
+    // start, so it never stood by and goes on from the handover, not from its own start.
+    let h = Handover {
+        until: Some(Utc.with_ymd_and_hms(2026, 3, 2, 9, 59, 50).unwrap()),
+        ..Default::default()
+    };
+    p.start(c.now(), Some(&h));
+    p.lead(c.now());
+    let fired = fire_all(&mut p, c.now());
+    assert_eq!(
+        queued_jobs(&p, &fired),
+        vec![a],
+        "10:00 was nobody's yet: it runs"
+    );
+    // Held again at each check: the schedule goes on as it was.
+    let next = p.next_cron(a);
+    p.lead(c.go(secs(1)));
+    assert_eq!(p.next_cron(a), next);
+}
+
+#[test]
+fn losing_the_lead_keeps_the_runs_already_queued_and_stops_new_ones() {
+    let mut c = Fake::new();
+    let (mut p, l) = plan_with_default();
+    let a = job(&mut p, "a", Placement::Lane(l));
+    let long = job(&mut p, "long", Placement::Lane(l));
+    p.add_cron(
+        Schedule::parse("* * * * *", Some("UTC")).unwrap(),
+        Missed::Skip,
+        a,
+        Reach::Leader,
+    );
+    p.start(c.now(), None);
+    let busy = p.ask(long, None, c.now().wall, Trigger::Asked).unwrap();
+    assert_eq!(p.startable(), vec![busy]);
+    p.started(busy, 10, c.now());
+    // 10:01 fires while this one leads; the lane is busy, so its run waits in the queue.
+    let fired = fire_all(&mut p, c.go(secs(30)));
+    let [Fired::Queued(queued)] = fired[..] else {
+        panic!("{fired:?}")
+    };
+    p.stand_by();
+    let now = c.go(secs(60));
+    assert!(
+        fire_all(&mut p, now).is_empty(),
+        "10:02 is the new leader's"
+    );
+    p.ended(busy, "ok", true, 90.0, None, now);
+    assert_eq!(
+        p.startable(),
+        vec![queued],
+        "a run asked for while leading still runs"
+    );
+    assert_eq!(p.overruns(), 0);
+}
+
+#[test]
+fn a_due_lock_check_fires_alone_so_that_the_leader_s_entries_wait_for_its_answer() {
+    let mut c = Fake::new();
+    let (mut p, cron, _, _) = shared_plan(&c);
+    // The loop stalled from 10:00:30 to 10:01:10 (longer than a lock's lifetime): 10:01 is due,
+    // and so is the check.
+    let now = c.go(secs(40));
+    assert_eq!(p.fire(now), vec![Fired::Leadership]);
+    // Another host took the lock meanwhile: nothing of the leader's fires here.
+    p.stand_by();
+    let fired = p.fire(now);
+    assert!(queued_jobs(&p, &fired).is_empty(), "{fired:?}");
+    assert!(
+        !fired
+            .iter()
+            .any(|f| matches!(f, Fired::Inline { callback: 0, .. })),
+        "{fired:?}"
+    );
+    assert_eq!(
+        p.next_cron(cron),
+        Some(Utc.with_ymd_and_hms(2026, 3, 2, 10, 1, 0).unwrap())
     );
 }

@@ -30,7 +30,20 @@ pub struct Status {
     /// The application's counters and histograms (`Daemon::count()`, `Daemon::observe()`).
     #[serde(default)]
     pub counters: Vec<Series>,
+    /// The leader lock (one dispatcher across hosts); null without one.
+    #[serde(default)]
+    pub leader: Option<LeaderStatus>,
     pub now: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LeaderStatus {
+    /// "leader" (the schedule runs here) or "standby".
+    pub state: String,
+    /// Who holds the lock, as the lock says ("host:pid"); null when unknown or free.
+    pub holder: Option<String>,
+    /// Since when this dispatcher leads or stands by (Unix time).
+    pub since: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -293,6 +306,18 @@ impl Status {
             &[],
             self.timer_overruns as f64,
         );
+        if let Some(l) = &self.leader {
+            m.family(
+                "forklift_leader",
+                "gauge",
+                "1 while this dispatcher holds the leader lock (the schedule runs here), 0 in standby.",
+            );
+            m.sample(
+                "forklift_leader",
+                &[],
+                f64::from(u8::from(l.state == "leader")),
+            );
+        }
         self.app_metrics(&mut m);
         m.out
     }

@@ -15,12 +15,13 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendCallable, Zval};
 use ext_php_rs::zend::{try_catch, ExecutorGlobals};
 
+use super::leader;
 use super::log::{self, Level};
 use super::{Asked, Daemon, JobRun, State};
 use crate::core::daemon::control::{self, Control};
 use crate::core::daemon::link::{Down, Handed, Link, Up};
 use crate::core::daemon::pidfile::PidFile;
-use crate::core::daemon::plan::{Clock, Fired, Handover, Placement, RunId, Trigger};
+use crate::core::daemon::plan::{Clock, Fired, Handover, Placement, RunId, Target, Trigger};
 use crate::core::daemon::status::{unix, PoolStatus, Status};
 use crate::core::reactor::READABLE;
 use crate::core::runtime::{self, JobState, SourceId};
@@ -172,10 +173,9 @@ fn status(d: &Daemon) -> Status {
     };
     st.fill_from(&s.plan, schedule_of);
     st.counters = s.counters.series();
+    st.leader = s.leader.as_ref().map(|l| l.status());
     for (n, i) in s.inline.iter().enumerate() {
-        let next = s
-            .plan
-            .next_run(crate::core::daemon::plan::Target::Inline(n), Clock::now());
+        let next = s.plan.next_run(Target::Inline(n), Clock::now());
         st.jobs.push(crate::core::daemon::status::JobStatus {
             name: i.name.clone(),
             next_run: next.map(unix),
@@ -406,6 +406,12 @@ fn serve(
         .borrow_mut()
         .plan
         .start(Clock::now(), handover.as_ref());
+    // Leader or standby before anything fires: a dispatcher that takes the lock now goes on
+    // from the handover; one that does not leaves the schedule to the holder.
+    leader::check(d);
+    if let Some(a) = aborting() {
+        return aborted(d, a);
+    }
     zend::set_process_title(&format!("forklift: {name} dispatcher"));
     STATE.with(|s| *s.borrow_mut() = "running");
     if let Some((link, _)) = &lp.link {
@@ -606,6 +612,8 @@ fn begin_stop(d: &Daemon, lp: &mut Loop, why: &str) {
         s.stop_asked = true;
         (s.plan.stop(), s.stop_timeout)
     };
+    // Nothing is scheduled from now on: a standby may take over at once.
+    leader::release(d, "stopping");
     STATE.with(|s| *s.borrow_mut() = "stopping");
     lp.stop_deadline = Some(Instant::now() + Duration::from_secs_f64(timeout));
     let running = d.inner.borrow().children.len();
@@ -715,6 +723,8 @@ fn on_source(d: &Daemon, lp: &mut Loop, sid: SourceId) -> PhpResult<()> {
                 })
                 .map_err(from_core)?;
                 let running = h.running.len();
+                // Before the answer: the new dispatcher, started on it, tries the lock at once.
+                leader::release(d, "reload: handed over to the new dispatcher");
                 if let Some((link, _)) = &lp.link {
                     link.send(&Up::Handed(Handed::from(&h)));
                 }
@@ -787,7 +797,7 @@ fn aborting() -> Option<Abort> {
 
 /// Takes the exception application code left, as text for the log; `None` (and the loop is
 /// told to end) when it is `exit()`'s unwinding marker, which must stay pending.
-fn take_error() -> Option<String> {
+pub(super) fn take_error() -> Option<String> {
     if crate::php::zend::pending_is_exit() {
         abort(Abort::Exit);
         return None;
@@ -801,7 +811,7 @@ fn take_error() -> Option<String> {
 }
 
 /// Runs application code under zend_try: a fatal error in it ends the loop (see [`Abort`]).
-fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+pub(super) fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
     if aborting().is_some() {
         return None;
     }
@@ -836,7 +846,15 @@ fn call_app(
 }
 
 fn fire_due(d: &Daemon) -> PhpResult<()> {
-    let fired = d.inner.borrow_mut().plan.fire(Clock::now());
+    let mut fired = d.inner.borrow_mut().plan.fire(Clock::now());
+    if fired == [Fired::Leadership] {
+        // The lock's answer first; then what is due, as the leader or as a standby.
+        leader::check(d);
+        if aborting().is_some() {
+            return Ok(());
+        }
+        fired = d.inner.borrow_mut().plan.fire(Clock::now());
+    }
     for f in fired {
         match f {
             Fired::Inline { callback, .. } => {
@@ -889,11 +907,12 @@ fn fire_due(d: &Daemon) -> PhpResult<()> {
                     }
                 }
             }
+            Fired::Leadership => leader::check(d),
             Fired::Missed { target, count } => {
                 let said = {
                     let mut s = d.inner.borrow_mut();
                     match target {
-                        crate::core::daemon::plan::Target::Inline(n) => {
+                        Target::Inline(n) => {
                             // Ticks a slow callback covered: said with its overrun warnings, at
                             // most once a minute (a receive that blocks each time is normal).
                             let i = &mut s.inline[n];
@@ -914,9 +933,12 @@ fn fire_due(d: &Daemon) -> PhpResult<()> {
                                 None
                             }
                         }
-                        crate::core::daemon::plan::Target::Job(j) => Some(format!(
+                        Target::Job(j) => Some(format!(
                             "{}: {count} scheduled time(s) passed without a run (the loop was late)",
                             s.plan.job_def(j).name
+                        )),
+                        Target::Leadership => Some(format!(
+                            "the leader lock's check: {count} time(s) passed without a run (the loop was late)"
                         )),
                     }
                 };

@@ -4,12 +4,13 @@
 //! `Forklift\Daemon`: what a daemon runs (jobs, lanes, cron lines, interval timers, signal
 //! handlers, job events) and its loop. The decisions are `core::daemon::plan`'s; here the class
 //! and its checks, [`dispatch`] (the dispatcher's loop: forking runs, calling the application's
-//! callbacks between turns), [`supervise`] (the supervisor: `bin/forklift run`), [`cli`] (what
+//! callbacks between turns), [`leader`] (the leader lock: one dispatcher across hosts), [`supervise`] (the supervisor: `bin/forklift run`), [`cli`] (what
 //! the other CLI commands ask a running daemon) and [`run`] (`Forklift\JobRun`, a run as the job
 //! events see it).
 
 mod cli;
 mod dispatch;
+mod leader;
 mod log;
 mod run;
 mod supervise;
@@ -28,7 +29,7 @@ use crate::core::daemon::counters::Counters;
 use crate::core::daemon::cron::Schedule;
 use crate::core::daemon::every::Missed;
 use crate::core::daemon::link::Restart;
-use crate::core::daemon::plan::{JobDef, JobId, Placement, Plan, RunId, Target};
+use crate::core::daemon::plan::{JobDef, JobId, Placement, Plan, Reach, RunId, Target};
 use crate::core::deadline::Deadline;
 use crate::core::runtime::ChildId;
 use crate::php::exceptions::{from_core, invalid};
@@ -120,6 +121,8 @@ pub(crate) struct State {
     pub(crate) args: HashMap<RunId, Vec<Zval>>,
     /// The application's counters and histograms (`count()`, `observe()`).
     pub(crate) counters: Counters,
+    /// The leader lock (`leader()`): the schedule runs in one dispatcher across hosts.
+    pub(crate) leader: Option<leader::Leader>,
 }
 
 #[php_class]
@@ -133,6 +136,16 @@ const W: &str = "Forklift\\Daemon";
 
 /// The lane a job goes to when none is named.
 pub const DEFAULT_LANE: &str = "default";
+
+/// Where an entry fires under a leader lock: `everyHost: true` in every dispatcher, else in the
+/// leader only.
+fn reach(every_host: bool) -> Reach {
+    if every_host {
+        Reach::EveryHost
+    } else {
+        Reach::Leader
+    }
+}
 
 fn missed_policy(v: &str, what: &str) -> PhpResult<Missed> {
     match v {
@@ -328,6 +341,7 @@ impl Daemon {
                 skips: HashMap::new(),
                 args: HashMap::new(),
                 counters: Counters::default(),
+                leader: None,
             })),
         })
     }
@@ -396,7 +410,12 @@ impl Daemon {
     }
 
     /// A job run on a crontab schedule (five fields, or @hourly and friends).
-    #[php(defaults(parallel = false, missed = "\"skip\"", overlap = false))]
+    #[php(defaults(
+        parallel = false,
+        missed = "\"skip\"",
+        overlap = false,
+        everyHost = false
+    ))]
     pub fn cron<'a>(
         self_: &'a mut ZendClassObject<Daemon>,
         expr: String,
@@ -410,6 +429,7 @@ impl Daemon {
         grace: Option<f64>,
         softTimeout: Option<f64>,
         overlap: bool,
+        everyHost: bool,
     ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
         const M: &str = "Forklift\\Daemon::cron()";
         self_.defining("cron")?;
@@ -429,13 +449,16 @@ impl Daemon {
             Some(text),
             M,
         )?;
-        self_.state().plan.add_cron(schedule, policy, job);
+        self_
+            .state()
+            .plan
+            .add_cron(schedule, policy, job, reach(everyHost));
         Ok(self_)
     }
 
     /// An interval timer, drift-free: tick n is due at start + n × $seconds. Its callback runs
     /// in the dispatcher; with `fork: true` each tick is a run of a job (in `lane:`, or parallel).
-    #[php(defaults(missed = "\"skip\"", fork = false))]
+    #[php(defaults(missed = "\"skip\"", fork = false, everyHost = false))]
     pub fn every<'a>(
         self_: &'a mut ZendClassObject<Daemon>,
         seconds: f64,
@@ -447,6 +470,7 @@ impl Daemon {
         timeout: Option<f64>,
         grace: Option<f64>,
         softTimeout: Option<f64>,
+        everyHost: bool,
     ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
         const M: &str = "Forklift\\Daemon::every()";
         self_.defining("every")?;
@@ -490,7 +514,7 @@ impl Daemon {
                 last_error: None,
             });
             s.plan
-                .add_every(interval, policy, Target::Inline(index))
+                .add_every(interval, policy, Target::Inline(index), reach(everyHost))
                 .map_err(from_core)?;
             drop(s);
             return Ok(self_);
@@ -518,8 +542,55 @@ impl Daemon {
         self_
             .state()
             .plan
-            .add_every(interval, policy, Target::Job(job))
+            .add_every(interval, policy, Target::Job(job), reach(everyHost))
             .map_err(from_core)?;
+        Ok(self_)
+    }
+
+    /// One dispatcher across hosts: the schedule (cron lines, `every` timers) runs only while
+    /// `$lock` (a `Forklift\Cluster\Lock`: `acquire()`, `held()`, `release()`, `holder()`) is
+    /// held by this dispatcher; the others stand by, and take over when it is released or its
+    /// holder dies. Runs asked for with `queue()`/`start()`, and timers with `everyHost: true`,
+    /// run on every host. The lock is asked at the start and every `$every` seconds.
+    #[php(defaults(every = 1.0))]
+    pub fn leader<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        lock: &Zval,
+        every: f64,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        const M: &str = "Forklift\\Daemon::leader()";
+        self_.defining("leader")?;
+        let methods = ["acquire", "held", "release", "holder"];
+        if lock.object().is_none() || !methods.iter().all(|m| zend::has_method(lock, m)) {
+            return Err(invalid(format!(
+                "{M}: $lock must be a Forklift\\Cluster\\Lock (an object with acquire(), held(), \
+                 release() and holder(), such as Forklift\\Cluster\\MariaDbLock or RedisLock), {} \
+                 given",
+                args::describe(lock)
+            )));
+        }
+        if !(every.is_finite() && (0.01..=3600.0).contains(&every)) {
+            return Err(invalid(format!(
+                "{M}: $every must be a number of seconds from 0.01 to 3600 (how often the lock is \
+                 checked: a standby takes over within about that), {every} given"
+            )));
+        }
+        let mut s = self_.state();
+        if s.leader.is_some() {
+            return Err(invalid(format!(
+                "{M}: the daemon has a leader lock already; call leader() once"
+            )));
+        }
+        s.plan
+            .add_every(
+                Duration::from_secs_f64(every),
+                Missed::RunOnce,
+                Target::Leadership,
+                Reach::EveryHost,
+            )
+            .map_err(from_core)?;
+        s.leader = Some(leader::Leader::new(lock.shallow_clone()));
+        drop(s);
         Ok(self_)
     }
 
