@@ -22,6 +22,9 @@ use Symfony\Component\Messenger\Stamp\StampInterface;
  */
 final class Report
 {
+    /** Past this size of serialized stamps, handlers' results stay in the child. */
+    private const MAX_RESULTS = 8 << 20;
+
     /**
      * @param list<string> $stamps serialized stamps
      * @param ?array{wrapped: bool, stamps: list<string>, errors: list<array<string, mixed>>} $failure
@@ -57,7 +60,18 @@ final class Report
      */
     public static function handled(Envelope $envelope, array $before): string
     {
-        return serialize(new self(self::stampsOf($envelope, $before), null));
+        $report = serialize(new self(self::stampsOf($envelope, $before), null));
+        if (\strlen($report) <= self::MAX_RESULTS) {
+            return $report;
+        }
+        // Handlers' results this big are not the consumer's business (and could pass the
+        // channel's frame limit, failing a handled message): their handled stamps come back without them.
+        $bare = $envelope->withoutAll(HandledStamp::class);
+        foreach ($envelope->all(HandledStamp::class) as $stamp) {
+            $bare = $bare->with(new HandledStamp(null, $stamp->getHandlerName()));
+        }
+
+        return serialize(new self(self::stampsOf($bare, $before), null));
     }
 
     /**

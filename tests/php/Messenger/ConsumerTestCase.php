@@ -186,13 +186,14 @@ abstract class ConsumerTestCase extends TestCase
         $app->events->addListener(WorkerMessageHandledEvent::class, static function (WorkerMessageHandledEvent $e) use (&$stamps): void {
             $stamps[$e->getEnvelope()->getMessage()->tag] = $e->getEnvelope()->last(HandledStamp::class);
         });
-        $this->send($app, 'async', new Job('ok', 'a'), new Job('closure', 'c'), new Other('o'));
-        $this->consume($app, ['async'], 3);
+        $this->send($app, 'async', new Job('ok', 'a'), new Job('closure', 'c'), new Other('o'), new Job('huge', 'h'));
+        $this->consume($app, ['async'], 4);
 
         $this->assertSame('done a', $stamps['a']->getResult());
         $this->assertSame('x1', $stamps['c']->getResult());
         $this->assertNull($stamps['o']->getResult(), 'a closure result does not cross back; the stamp does');
         $this->assertStringContainsString('OtherHandler', $stamps['o']->getHandlerName());
+        $this->assertNull($stamps['h']->getResult(), 'a 12 MB result stays in the child; the message is handled');
         $this->assertSame([], $this->drain($app->receivers['async']));
         $this->assertSame([], $this->drain($app->receivers['failed']));
     }

@@ -78,6 +78,9 @@ final class JobHandler
                 // The application's DBAL connection, the one the Doctrine transport uses too.
                 $GLOBALS['forklift_test_dbal']->executeStatement('INSERT INTO handled (tag, pid) VALUES (?, ?)', [$job->tag, getmypid()]);
                 return 'row';
+            case 'huge':
+                // A result too big to come back: the handled stamp comes back without it.
+                return str_repeat('x', 12 << 20);
             case 'closure':
                 // A result that does not serialize: the handled stamp comes back without it.
                 return 'x' . (static fn () => 1)();
