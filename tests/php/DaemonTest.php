@@ -348,6 +348,70 @@ final class DaemonTest extends TestCase
         $this->assertTrue($this->log->contains('job busy not started: still running'), $this->log->text());
     }
 
+    public function test_runs_get_their_arguments_and_label_and_the_app_counts_in_status_and_metrics(): void
+    {
+        $d = $this->daemon();
+        $d->job('handle', fn (array $payload, string $tag) => [$tag, $payload['n'] * 2, cli_get_process_title()], parallel: true, overlap: true);
+        $ends = [];
+        $stopping = [];
+        $d->onStart(function () use ($d, &$stopping) {
+            $stopping[] = $d->isStopping();
+            foreach ([1, 2, 3] as $n) {
+                $d->start('handle', [['n' => $n], "m$n"], label: "App\\Msg$n");
+            }
+        });
+        $d->onJobEnd(function (\Forklift\JobRun $r) use ($d, &$ends) {
+            $ends[$r->label()] = $r->result()->value();
+            $d->count('messages', ['class' => $r->label(), 'outcome' => 'handled']);
+            $d->observe('message', 0.3, ['class' => $r->label()]);
+        });
+        $status = null;
+        $metrics = null;
+        $this->assertSame(0, $this->runUntil($d, function () use ($d, &$ends, &$status, &$stopping) {
+            if (\count($ends) === 3 && $status === null) {
+                $status = $d->status();
+                $d->stop();
+                $stopping[] = $d->isStopping();
+            }
+            return false;
+        }));
+        ksort($ends);
+        $this->assertSame([
+            'App\\Msg1' => ['m1', 2, 'forklift: test parallel - handle - App\\Msg1'],
+            'App\\Msg2' => ['m2', 4, 'forklift: test parallel - handle - App\\Msg2'],
+            'App\\Msg3' => ['m3', 6, 'forklift: test parallel - handle - App\\Msg3'],
+        ], $ends, 'each child got its own arguments; the label is in its title');
+        $this->assertSame([false, true], $stopping);
+        $counters = array_map(static fn ($c) => [$c['name'], $c['labels'], $c['count']], $status['counters']);
+        $this->assertContains(['messages', [['class', 'App\\Msg2'], ['outcome', 'handled']], 1], $counters);
+        $this->assertContains(['message', [['class', 'App\\Msg3']], 1], $counters);
+    }
+
+    public function test_counters_refuse_what_would_break_metrics_with_what_to_fix(): void
+    {
+        $d = $this->daemon();
+        foreach ([
+            [fn () => $d->count('Bad-Name'), 'must be lower-case letters'],
+            [fn () => $d->count('x', [1 => 'a']), '$labels must map label names to values'],
+            [fn () => $d->count('x', ['daemon' => 'a']), 'Forklift\'s own'],
+            [fn () => $d->count('x', ['a' => []]), 'label a must be a string or an int'],
+            [fn () => $d->count('x', by: -1), '$by must be ≥ 0'],
+            [fn () => $d->observe('x', -1.0), 'finite number ≥ 0'],
+            [fn () => $d->observe('x', NAN), 'finite number ≥ 0'],
+            [fn () => [$d->count('y'), $d->observe('y', 1.0)], '"y" is a counter'],
+            [fn () => $d->start('nope'), 'no job named "nope"'],
+            [fn () => $d->job('j', fn () => 1)->start('j', [], label: ''), '$label is shown in process titles'],
+            [fn () => $d->start('j', [], label: str_repeat('x', 201)), '1 to 200 printable characters'],
+        ] as [$fn, $message]) {
+            try {
+                $fn();
+                $this->fail("no exception; expected: $message");
+            } catch (\Forklift\InvalidArgumentException $e) {
+                $this->assertStringContainsString($message, $e->getMessage());
+            }
+        }
+    }
+
     public function test_a_running_dispatcher_answers_its_status_socket(): void
     {
         $d = $this->daemon();
