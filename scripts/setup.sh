@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(php8.2-cli php8.2-dev clang libclang-dev phpunit php8.2-igbinary php8.2-sqlite3 php8.2-mysql gcc make systemd php-monolog php-psr-log sqlite3
     php8.2-redis php-pda-pheanstalk php-doctrine-dbal
     php-symfony-messenger php-symfony-console php-symfony-event-dispatcher php-symfony-dependency-injection
-    php-symfony-lock php-symfony-cache php-symfony-redis-messenger php-symfony-doctrine-messenger php-symfony-beanstalkd-messenger)
+    php-symfony-lock php-symfony-cache php-symfony-framework-bundle php-symfony-redis-messenger php-symfony-doctrine-messenger php-symfony-beanstalkd-messenger)
 # promtool (checks the metrics text), and the servers the tests start on loopback with
 # throw-away data directories (never as services): MariaDB, Redis, beanstalkd; without recommends.
 LEAN_PACKAGES=(prometheus mariadb-server redis-server beanstalkd)
