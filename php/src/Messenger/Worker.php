@@ -21,6 +21,7 @@ use Symfony\Component\Messenger\Exception\RejectRedeliveredMessageException;
 use Symfony\Component\Messenger\Exception\RuntimeException;
 use Symfony\Component\Messenger\MessageBusInterface;
 use Symfony\Component\Messenger\Stamp\ConsumedByWorkerStamp;
+use Symfony\Component\Messenger\Stamp\NonSendableStampInterface;
 use Symfony\Component\Messenger\Stamp\ReceivedStamp;
 use Symfony\Component\Messenger\Transport\Receiver\QueueReceiverInterface;
 use Symfony\Component\Messenger\Transport\Receiver\ReceiverInterface;
@@ -48,10 +49,11 @@ class Worker extends MessengerWorker
     private ?Daemon $daemon = null;
     private bool $shouldStop = false;
     private bool $polling = false;
-    /** @var array<int, array{Envelope, string, float}> running messages by run id: envelope, transport, start */
+    /** @var array<string, array{Envelope, string, float}> running messages by run ("run:ID") or pool task ("task:ID"): envelope, transport, start */
     private array $inFlight = [];
-    /** @var array<string, int> run ids by transport and transport message id */
+    /** @var array<string, string> run keys by transport and transport message id */
     private array $inFlightIds = [];
+    private ?\Forklift\Pool $pool = null;
     private int $received = 0;
     private ?int $limit = null;
     /** @var list<string>|null */
@@ -69,6 +71,10 @@ class Worker extends MessengerWorker
      * @param float $stopTimeout seconds running messages may take to finish once the consumer stops
      * @param iterable<object|callable> $closeBeforeFork connections closed before each fork (see {@see ForkSafety}); the receivers' own are always closed
      * @param ?string $pidFile default: one per consumer process in Forklift's run directory ({@see Consumers})
+     * @param bool $prefork handle messages in `$workers` long-lived workers (a Forklift\Pool) instead of a
+     *             fresh child each: faster for small messages; a worker that dies is replaced, its message fails
+     * @param ?int $maxMessagesPerWorker prefork: recycle a worker after this many messages
+     * @param int|string|null $workerMemoryLimit prefork: recycle a worker whose memory passes this ("256M")
      */
     public function __construct(
         array $receivers,
@@ -83,6 +89,9 @@ class Worker extends MessengerWorker
         iterable $closeBeforeFork = [],
         private readonly string $name = 'consume',
         private readonly ?string $pidFile = null,
+        private readonly bool $prefork = false,
+        private readonly ?int $maxMessagesPerWorker = null,
+        private readonly int|string|null $workerMemoryLimit = null,
     ) {
         $what = 'Forklift\\Messenger\\Worker';
         if ($receivers === []) {
@@ -98,6 +107,9 @@ class Worker extends MessengerWorker
         }
         if ($workers < 1 || $workers > 1024) {
             throw new InvalidArgumentException("$what: \$workers must be 1 to 1024, $workers given");
+        }
+        if (!$prefork && ($maxMessagesPerWorker !== null || $workerMemoryLimit !== null)) {
+            throw new InvalidArgumentException("$what: \$maxMessagesPerWorker and \$workerMemoryLimit recycle prefork workers: give prefork: true too (without it each message has a fresh child)");
         }
         if (!preg_match('/^[A-Za-z0-9_.-]{1,100}$/', $name)) {
             throw new InvalidArgumentException("$what: \$name names the pid file and process titles: 1 to 100 of A-Z a-z 0-9 _ . -, \"$name\" given");
@@ -140,32 +152,49 @@ class Worker extends MessengerWorker
         $this->inFlight = [];
         $this->inFlightIds = [];
         $this->warnAboutRedelivery();
-        $daemon = new Daemon($this->name, pidFile: $this->pidFile ?? Consumers::pidFile($this->name), stopTimeout: $this->stopTimeout, logger: $this->logger);
-        foreach ($this->receivers as $transport => $_) {
-            $daemon->job(
-                $transport,
-                fn (Envelope $envelope) => $this->handleInChild($envelope, $transport),
-                parallel: true,
-                overlap: true,
-                timeout: $this->timeout,
-                grace: $this->grace,
-                softTimeout: $this->softTimeout,
-            );
-        }
-        // Consuming scales out: with a leader lock the poll runs on standby hosts too.
-        $daemon->every($sleep, fn () => $this->poll(), name: 'receive', everyHost: true);
-        $daemon->onStart(function (): void {
-            $this->dispatchEvent(new WorkerStartedEvent($this));
-            $this->poll();
-        });
-        $daemon->onJobEnd(fn (JobRun $run) => $this->ended($run));
-        $this->daemon = $daemon;
         ForkSafety::closeBeforeForks($this->closeBeforeFork);
         try {
+            $daemon = new Daemon($this->name, pidFile: $this->pidFile ?? Consumers::pidFile($this->name), stopTimeout: $this->stopTimeout, logger: $this->logger);
+            foreach ($this->receivers as $transport => $_) {
+                $daemon->job(
+                    $transport,
+                    fn (Envelope $envelope) => $this->handleInChild($envelope, $transport),
+                    parallel: true,
+                    overlap: true,
+                    timeout: $this->timeout,
+                    grace: $this->grace,
+                    softTimeout: $this->softTimeout,
+                );
+            }
+            // Consuming scales out: with a leader lock the poll runs on standby hosts too.
+            $daemon->every($sleep, fn () => $this->poll(), name: 'receive', everyHost: true);
+            $daemon->onStart(function (): void {
+                $this->dispatchEvent(new WorkerStartedEvent($this));
+                $this->poll();
+            });
+            $daemon->onJobEnd(fn (JobRun $run) => $this->ended('run:' . $run->id(), $run->result()));
+            if ($this->prefork) {
+                // Workers forked now: they inherit the application as it is, and serve many messages.
+                $this->pool = new \Forklift\Pool(
+                    fn (string $payload) => $this->handlePayload($payload),
+                    workers: $this->workers,
+                    timeout: $this->timeout,
+                    grace: $this->grace,
+                    softTimeout: $this->softTimeout,
+                    maxJobs: $this->maxMessagesPerWorker,
+                    maxMemory: $this->workerMemoryLimit,
+                    name: $this->name,
+                    prefetch: 1,
+                );
+                $this->pool->onResult(fn (\Forklift\JobResult $r, int $task) => $this->ended("task:$task", $r));
+                $daemon->pool($this->pool);
+            }
+            $this->daemon = $daemon;
             $daemon->run();
         } finally {
             ForkSafety::closeBeforeForks([]);
             $this->daemon = null;
+            $this->pool = null;
         }
         $this->dispatchEvent(new WorkerStoppedEvent($this));
         if ($this->receiveFailure !== null) {
@@ -254,12 +283,26 @@ class Worker extends MessengerWorker
         ++$this->received;
         $envelope = $envelope->with(new ReceivedStamp($transport), new ConsumedByWorkerStamp());
         $class = $envelope->getMessage()::class;
-        $id = $this->daemon->start($transport, [$envelope], label: $class);
-        if ($id === null) {
-            // The consumer began to stop in this very turn: the message goes back to its transport.
-            $this->finish($envelope, $transport, self::notStarted($envelope, 'the consumer is stopping'), 0.0);
+        if ($this->pool !== null) {
+            try {
+                // The worker gets what crosses a transport (no receiver-side stamps); this process keeps
+                // the envelope to ack or reject.
+                $payload = serialize([$transport, $envelope->withoutStampsOfType(NonSendableStampInterface::class)]);
+            } catch (\Throwable $e) {
+                $this->finish($envelope, $transport, new HandlerFailedException($envelope, [new \RuntimeException("The message cannot go to a prefork worker: it does not serialize ({$e->getMessage()})", 0, $e)]), 0.0);
 
-            return true;
+                return true;
+            }
+            $id = 'task:' . $this->pool->submit($payload)->id();
+        } else {
+            $run = $this->daemon->start($transport, [$envelope], label: $class);
+            if ($run === null) {
+                // The consumer began to stop in this very turn: the message goes back to its transport.
+                $this->finish($envelope, $transport, self::notStarted($envelope, 'the consumer is stopping'), 0.0);
+
+                return true;
+            }
+            $id = "run:$run";
         }
         $this->inFlight[$id] = [$envelope, $transport, microtime(true)];
         if ($key !== null) {
@@ -287,6 +330,18 @@ class Worker extends MessengerWorker
         }
     }
 
+    /** In a prefork worker: the message as the consumer sent it. */
+    private function handlePayload(string $payload): string
+    {
+        [$transport, $envelope] = unserialize($payload);
+        cli_set_process_title("forklift: $this->name worker - $transport - " . $envelope->getMessage()::class);
+        try {
+            return $this->handleInChild($envelope, $transport);
+        } finally {
+            cli_set_process_title("forklift: $this->name worker (idle)");
+        }
+    }
+
     /** In the message's child: dispatch it, report how it went. */
     private function handleInChild(Envelope $envelope, string $transport): string
     {
@@ -306,18 +361,18 @@ class Worker extends MessengerWorker
         }
     }
 
-    private function ended(JobRun $run): void
+    /** A message's child (or prefork task) ended with `$result` (null: it never started). */
+    private function ended(string $id, ?\Forklift\JobResult $result): void
     {
-        if (!isset($this->inFlight[$run->id()])) {
-            // Not one of this consumer's messages (a run dropped at a stop before it started is).
+        if (!isset($this->inFlight[$id])) {
+            // Not one of this consumer's messages.
             return;
         }
-        [$envelope, $transport, $started] = $this->inFlight[$run->id()];
-        unset($this->inFlight[$run->id()]);
+        [$envelope, $transport, $started] = $this->inFlight[$id];
+        unset($this->inFlight[$id]);
         if (($key = self::key($envelope, $transport)) !== null) {
             unset($this->inFlightIds[$key]);
         }
-        $result = $run->result();
         $report = $result !== null && $result->ok() ? Report::decode($result->value()) : null;
         if ($result === null) {
             $e = self::notStarted($envelope, 'its child did not start (the log says why)');

@@ -15,6 +15,7 @@ use Symfony\Component\Messenger\Event\WorkerRunningEvent;
 use Symfony\Component\Messenger\Event\WorkerStartedEvent;
 use Symfony\Component\Messenger\Event\WorkerStoppedEvent;
 use Symfony\Component\Messenger\MessageBus;
+use Symfony\Component\Messenger\Stamp\ErrorDetailsStamp;
 
 require_once __DIR__ . '/ConsumerTestCase.php';
 
@@ -91,6 +92,33 @@ final class RedisConsumerTest extends ConsumerTestCase
         $consumer->kill(SIGTERM);
         $this->assertSame(0, $consumer->wait(10), $consumer->log);
         $this->assertCount(3, array_filter($this->handled(), static fn ($h) => $h['action'] === 'slow-done'));
+    }
+
+    public function test_prefork_workers_serve_many_messages_and_a_dying_one_fails_only_its_own(): void
+    {
+        $app = $this->app(retries: 0);
+        $messages = [];
+        foreach (range(1, 12) as $i) {
+            $messages[] = new Job(match ($i) { 4 => 'segfault', 8 => 'oom', 10 => 'hang', default => 'ok' }, "p$i");
+        }
+        $this->send($app, 'async', ...$messages);
+        $w = $this->consume($app, ['async'], 12, ['workers' => 2, 'prefork' => true, 'maxMessagesPerWorker' => 3, 'timeout' => 1.0, 'grace' => 0.2]);
+
+        $this->assertCount(12, $this->handled(), 'every message was handled once');
+        $perPid = array_count_values(array_column($this->handled(), 'pid'));
+        $this->assertLessThan(12, \count($perPid), 'workers served several messages each');
+        $this->assertLessThanOrEqual(3, max($perPid), 'a worker is replaced after 3 messages');
+        $this->assertNotContains(getmypid(), array_keys($perPid));
+        $failed = [];
+        foreach ($this->drain($app->receivers['failed']) as $e) {
+            $failed[$e->getMessage()->tag] = $e->last(ErrorDetailsStamp::class)->getExceptionMessage();
+        }
+        ksort($failed);
+        $this->assertSame(['p10', 'p4', 'p8'], array_keys($failed), $this->logger->text());
+        $this->assertStringContainsString('SIGSEGV', $failed['p4']);
+        $this->assertStringContainsString('out of memory', $failed['p8']);
+        $this->assertStringContainsString('timed out', $failed['p10']);
+        $this->assertSame([], $this->drain($app->receivers['async']));
     }
 
     public function test_time_and_memory_limits_stop_as_messengers_do(): void
@@ -217,6 +245,7 @@ final class RedisConsumerTest extends ConsumerTestCase
             [fn () => new Worker(['a' => $r], $bus, closeBeforeFork: [new \PDO('sqlite::memory:')]), 'is a PDO'],
             [fn () => new Worker(['a' => $r], $bus, closeBeforeFork: [new \stdClass()]), 'do not know how to close a stdClass'],
             [fn () => (new Worker(['a' => $r], $bus))->run(['sleep' => 0]), 'sleep must be more than 0'],
+            [fn () => new Worker(['a' => $r], $bus, maxMessagesPerWorker: 5), 'give prefork: true too'],
         ];
         foreach ($cases as [$fn, $message]) {
             try {
@@ -231,6 +260,7 @@ final class RedisConsumerTest extends ConsumerTestCase
             ['--timeout=-1', 'Option "timeout" must be a number of seconds'],
             ['--memory-limit=lots', 'Option "memory-limit" must be a number of bytes'],
             ['--limit=x', 'Option "limit" must be a positive integer'],
+            ['--worker-memory-limit=big', 'Option "worker-memory-limit" must be a number of bytes'],
             ['nosuch', 'The receiver "nosuch" does not exist. Valid receivers are: async, failed.'],
         ] as [$arg, $message]) {
             $out = \Forklift\Tests\Support\forklift_cli(['consume', __DIR__ . '/app.php', ...(str_starts_with($arg, '-') ? ['async', $arg] : [$arg])]);

@@ -74,6 +74,9 @@ class ConsumeCommand extends Command
             new InputOption('stop-timeout', null, InputOption::VALUE_REQUIRED, 'Seconds running messages may take to finish once the consumer is asked to stop', 30),
             new InputOption('name', null, InputOption::VALUE_REQUIRED, 'The consumer\'s name in process titles, logs and its pid file', 'consume'),
             new InputOption('pid-file', null, InputOption::VALUE_REQUIRED, 'The pid file (default: consumer-NAME-PID.pid in Forklift\'s run directory)'),
+            new InputOption('prefork', null, InputOption::VALUE_NONE, 'Handle messages in --workers long-lived worker processes instead of a fresh child each (faster for small messages)'),
+            new InputOption('max-messages-per-worker', null, InputOption::VALUE_REQUIRED, 'With --prefork: replace a worker after this many messages'),
+            new InputOption('worker-memory-limit', null, InputOption::VALUE_REQUIRED, 'With --prefork: replace a worker whose memory passes this (as 256M)'),
         ]);
         $this->setHelp(<<<'EOF'
 The <info>%command.name%</info> command consumes messages like <info>messenger:consume</info>, each message
@@ -120,7 +123,7 @@ EOF);
         }
         if (null !== $m = $input->getOption('memory-limit')) {
             $stopsWhen[] = "exceeded $m of memory";
-            $this->eventDispatcher->addSubscriber(new StopWorkerOnMemoryLimitListener(self::bytes($m), $this->logger));
+            $this->eventDispatcher->addSubscriber(new StopWorkerOnMemoryLimitListener(self::bytes($m, 'memory-limit'), $this->logger));
         }
         if (null !== $t = $input->getOption('time-limit')) {
             $t = self::positiveInt($t, 'time-limit');
@@ -149,6 +152,9 @@ EOF);
             closeBeforeFork: $this->closeBeforeFork,
             name: (string) $input->getOption('name'),
             pidFile: $input->getOption('pid-file'),
+            prefork: (bool) $input->getOption('prefork'),
+            maxMessagesPerWorker: ($m = $input->getOption('max-messages-per-worker')) === null ? null : self::positiveInt($m, 'max-messages-per-worker'),
+            workerMemoryLimit: ($m = $input->getOption('worker-memory-limit')) === null ? null : self::bytes($m, 'worker-memory-limit'),
         );
         $sleep = self::seconds($input->getOption('sleep'), 'sleep');
         $options = ['sleep' => (int) max(1, ($sleep ?? 1.0) * 1e6)];
@@ -160,7 +166,7 @@ EOF);
         }
 
         $io = new SymfonyStyle($input, $output instanceof ConsoleOutputInterface ? $output->getErrorOutput() : $output);
-        $io->success(sprintf('Consuming messages from transport%s "%s", %d at a time, each in a child process.', \count($receivers) > 1 ? 's' : '', implode(', ', $names), (int) $input->getOption('workers')));
+        $io->success(sprintf('Consuming messages from transport%s "%s", %d at a time, %s.', \count($receivers) > 1 ? 's' : '', implode(', ', $names), (int) $input->getOption('workers'), $input->getOption('prefork') ? 'in prefork workers' : 'each in a child process'));
         $last = array_pop($stopsWhen);
         $io->comment('The worker will automatically exit once it has ' . ($stopsWhen ? implode(', ', $stopsWhen) . ' or ' : '') . $last . '.');
 
@@ -191,11 +197,11 @@ EOF);
     }
 
     /** "128M" as Messenger reads it: K, M, G suffixes. */
-    private static function bytes(string $v): int
+    private static function bytes(string $v, string $option): int
     {
         $n = strtolower(trim($v));
         if (!preg_match('/^\d+[kmg]?$/', $n)) {
-            throw new InvalidOptionException(sprintf('Option "memory-limit" must be a number of bytes with an optional K, M or G suffix (as 128M), "%s" passed.', $v));
+            throw new InvalidOptionException(sprintf('Option "%s" must be a number of bytes with an optional K, M or G suffix (as 128M), "%s" passed.', $option, $v));
         }
         $bytes = (int) $n;
         switch (substr($n, -1)) {
