@@ -7,58 +7,41 @@ namespace Forklift\Tests\Support;
  * a temp dir, a free port, started by the test and stopped after it. Needs Debian's mariadb-server
  * (scripts/setup.sh installs it).
  */
-final class MariaDb
+final class MariaDb extends LoopbackServer
 {
-    public readonly int $port;
-    private string $dir;
-    private int $pid = 0;
-    /** @var resource|null the server's process, closed (reaped) in stop() */
-    private $server = null;
-
     public function __construct()
     {
-        foreach (['/usr/sbin/mariadbd', '/usr/bin/mariadb-install-db'] as $bin) {
-            if (!is_executable($bin)) {
-                throw new \RuntimeException("$bin is missing: run scripts/setup.sh (it installs mariadb-server)");
+        if (!is_executable('/usr/bin/mariadb-install-db')) {
+            throw new \RuntimeException('/usr/bin/mariadb-install-db is missing: run scripts/setup.sh (it installs mariadb-server)');
+        }
+        $user = posix_getpwuid(posix_geteuid())['name'];
+        $this->start('/usr/sbin/mariadbd', 'mariadb-server', static function (string $dir, int $port) use ($user): array {
+            // A fresh data directory first.
+            $install = proc_open([
+                '/usr/bin/mariadb-install-db', '--no-defaults', "--datadir=$dir/data",
+                '--auth-root-authentication-method=normal', '--skip-test-db', "--user=$user",
+            ], [1 => ['file', "$dir/install.log", 'w'], 2 => ['file', "$dir/install.log", 'a']], $pipes);
+            if (proc_close($install) !== 0) {
+                throw new \RuntimeException('mariadb-install-db failed: ' . file_get_contents("$dir/install.log"));
             }
-        }
-        $this->dir = DaemonKit::tempDir();
-        $this->port = self::freePort();
-        $install = proc_open([
-            '/usr/bin/mariadb-install-db', '--no-defaults', "--datadir=$this->dir/data",
-            '--auth-root-authentication-method=normal', '--skip-test-db', '--user=' . posix_getpwuid(posix_geteuid())['name'],
-        ], [1 => ['file', "$this->dir/install.log", 'w'], 2 => ['file', "$this->dir/install.log", 'a']], $pipes);
-        if (proc_close($install) !== 0) {
-            throw new \RuntimeException('mariadb-install-db failed: ' . file_get_contents("$this->dir/install.log"));
-        }
-        $this->server = proc_open([
-            '/usr/sbin/mariadbd', '--no-defaults', "--datadir=$this->dir/data", "--socket=$this->dir/sock",
-            "--port=$this->port", '--bind-address=127.0.0.1', "--pid-file=$this->dir/pid",
-            '--user=' . posix_getpwuid(posix_geteuid())['name'], '--skip-name-resolve', '--innodb-buffer-pool-size=16M',
-        ], [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$this->dir/server.log", 'w'], 2 => ['file', "$this->dir/server.log", 'a']], $pipes);
-        $this->pid = proc_get_status($this->server)['pid'];
-        // Ready when it answers (the socket is the event; bounded).
-        $deadline = microtime(true) + 30;
-        while (true) {
-            try {
-                $this->pdo()->query('SELECT 1');
-                break;
-            } catch (\PDOException $e) {
-                if (microtime(true) > $deadline || !DaemonKit::alive($this->pid)) {
-                    throw new \RuntimeException('mariadbd did not start: ' . @file_get_contents("$this->dir/server.log"));
-                }
-                usleep(20000);
-            }
-        }
+            return [
+                '/usr/sbin/mariadbd', '--no-defaults', "--datadir=$dir/data", "--socket=$dir/sock",
+                "--port=$port", '--bind-address=127.0.0.1', "--pid-file=$dir/pid",
+                "--user=$user", '--skip-name-resolve', '--innodb-buffer-pool-size=16M',
+            ];
+        });
         $this->pdo()->exec('CREATE DATABASE forklift_test');
     }
 
-    private static function freePort(): int
+    /** It answers a query. */
+    protected function answers(): bool
     {
-        $s = stream_socket_server('tcp://127.0.0.1:0');
-        $port = (int) substr(strrchr(stream_socket_get_name($s, false), ':'), 1);
-        fclose($s);
-        return $port;
+        try {
+            $this->pdo()->query('SELECT 1');
+            return true;
+        } catch (\PDOException) {
+            return false;
+        }
     }
 
     public function dsn(string $db = 'forklift_test'): string
@@ -78,21 +61,5 @@ final class MariaDb
     {
         $this->pdo()->exec('DROP DATABASE IF EXISTS forklift_test');
         $this->pdo()->exec('CREATE DATABASE forklift_test');
-    }
-
-    public function stop(): void
-    {
-        if ($this->pid > 0 && DaemonKit::alive($this->pid)) {
-            posix_kill($this->pid, SIGTERM);
-            if (!DaemonKit::waitGone([$this->pid], 30)) {
-                posix_kill($this->pid, SIGKILL);
-            }
-        }
-        if (is_resource($this->server)) {
-            proc_close($this->server); // reaped: no zombie left in the test process
-        }
-        $this->server = null;
-        $this->pid = 0;
-        DaemonKit::removeDir($this->dir);
     }
 }
