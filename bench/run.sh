@@ -26,6 +26,10 @@
 #        1 000 running; job start latency (due time -> the job's first line) of every(0.05,
 #        fork: true) vs a plain loop calling Forklift\fork() at the same grid.
 #
+#   6. Messenger consumers on one Redis transport (bench/messenger.php): msgs/s of forklift consume
+#      (a fresh child per message; --workers=2; --prefork --workers=2) vs two and one plain
+#      Symfony Workers (messenger:consume), and the per-message overhead of a child in ms.
+#
 # Informational: speed is never asserted; exits 0 when goals are missed, and also when Forklift is
 # not available yet (shown as n/a). Exits 1 only when a run that could run failed (crash, wrong
 # result) or a prerequisite (php, cc, pcntl/sockets/posix) is missing.
@@ -288,6 +292,25 @@ echo "(latency = how long past the deadline; informational, speed is not asserte
 export FORKLIFT_EXTENSION=$EXT
 section "== 5. daemon" "timer drift, CPU while $BENCH_DAEMON_JOBS jobs sleep, status queries, job start latency; $BENCH_DAEMON_ROUNDS rounds interleaved" \
     bench/daemon.php
+echo "(informational, speed is not asserted)"
+
+# 6. Messenger consumers on one Redis transport (bench/messenger.php, bench/messenger/app.php):
+#    BENCH_MESSENGER_MESSAGES tiny messages put on the stream before the consumers start, msgs/s
+#    from their start to the last one exited, and first -> last message handled, of
+#      (a) bin/forklift consume APP async --limit=N (a fresh child per message)
+#      (b) the same with --workers=2
+#      (c) two plain Symfony Workers (messenger:consume) with a message limit of N/2 each
+#      (d) one plain Worker (for the per-message overhead of a child, 1/rate(a) - 1/rate(d))
+#      (e) bin/forklift consume --prefork --workers=2 (long-lived workers, no fork per message)
+#    BENCH_MESSENGER_ROUNDS rounds, the order rotated and reversed every round; a throw-away
+#    redis-server on loopback (Debian's redis-server, php8.2-redis, Symfony Messenger 5.4).
+#    env: BENCH_MESSENGER_MESSAGES [2000]; BENCH_MESSENGER_ROUNDS [3, or BENCH_ROUNDS when smaller]
+#    (a default run takes about 35 s on 2 cores).
+BENCH_MESSENGER_MESSAGES=$(posint BENCH_MESSENGER_MESSAGES 2000)
+BENCH_MESSENGER_ROUNDS=$(posint BENCH_MESSENGER_ROUNDS $((ROUNDS < 3 ? ROUNDS : 3)))
+export BENCH_MESSENGER_MESSAGES BENCH_MESSENGER_ROUNDS
+section "== 6. messenger" "$BENCH_MESSENGER_MESSAGES tiny messages on Redis per run, forklift consume (--workers=1, 2, --prefork) vs plain Messenger Workers (2 and 1 processes); $BENCH_MESSENGER_ROUNDS rounds interleaved" \
+    bench/messenger.php
 echo "(informational, speed is not asserted)"
 
 exit "$FAILED"
