@@ -9,7 +9,9 @@ use Forklift\Daemon;
 /**
  * The Forklift consumers of this user on this host: each holds a pid file
  * `consumer-NAME-PID.pid` in Forklift's run directory (where `Daemon::defaultPidFile()` puts pid
- * files), with its status socket beside it. `forklift:stop-workers --wait` finds them here.
+ * files), with its status socket beside it. `forklift:stop-workers --wait` finds them here, in
+ * every run directory this user's consumers may have used; consumers given a `--pid-file`
+ * elsewhere are not found.
  */
 final class Consumers
 {
@@ -28,7 +30,11 @@ final class Consumers
     public static function running(?string $dir = null): array
     {
         $out = [];
-        foreach (glob(($dir ?? self::dir()) . '/consumer-*.pid') ?: [] as $file) {
+        $files = [];
+        foreach ($dir === null ? self::dirs() : [$dir] as $d) {
+            array_push($files, ...(glob("$d/consumer-*.pid") ?: []));
+        }
+        foreach (array_unique($files) as $file) {
             $fh = @fopen($file, 'r');
             if ($fh === false) {
                 continue;
@@ -49,5 +55,32 @@ final class Consumers
     private static function dir(): string
     {
         return \dirname(Daemon::defaultPidFile('consumer'));
+    }
+
+    /**
+     * Every run directory a consumer of this user may have used: the one of this environment,
+     * and the others Forklift picks in other environments (a consumer under systemd has no
+     * XDG_RUNTIME_DIR; a deploy script in a login session has one). Only directories of this
+     * user (or root's /run/forklift for root).
+     */
+    private static function dirs(): array
+    {
+        $uid = posix_geteuid();
+        $candidates = [self::dir(), "/tmp/forklift-$uid"];
+        if ($uid === 0) {
+            $candidates[] = '/run/forklift';
+        }
+        if (($xdg = getenv('XDG_RUNTIME_DIR')) !== false && $xdg !== '') {
+            $candidates[] = "$xdg/forklift";
+        }
+        $candidates[] = "/run/user/$uid/forklift";
+        $out = [];
+        foreach (array_unique($candidates) as $d) {
+            if (is_dir($d) && !is_link($d) && @fileowner($d) === $uid) {
+                $out[] = $d;
+            }
+        }
+
+        return $out;
     }
 }

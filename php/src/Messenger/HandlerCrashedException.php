@@ -14,12 +14,17 @@ use Forklift\JobResult;
  */
 final class HandlerCrashedException extends \RuntimeException
 {
-    public function __construct(string $message, private readonly ?JobResult $result = null)
+    private ?JobResult $result;
+    private string $outcome;
+
+    public function __construct(string $message, ?JobResult $result = null)
     {
         parent::__construct($message);
+        $this->result = $result;
+        $this->outcome = $result?->outcome() ?? 'not started';
     }
 
-    /** How the child ended (null when it never started). */
+    /** How the child ended (null when it never started, and after a trip through serialize()). */
     public function getResult(): ?JobResult
     {
         return $this->result;
@@ -28,13 +33,13 @@ final class HandlerCrashedException extends \RuntimeException
     /** "fatal", "signal", "timeout", "exit", ... as JobResult::outcome(); "not started". */
     public function getOutcome(): string
     {
-        return $this->result?->outcome() ?? 'not started';
+        return $this->outcome;
     }
 
     public function __serialize(): array
     {
         // The JobResult stays in this process; the cause is in the message.
-        return ['message' => $this->message, 'code' => $this->code, 'file' => $this->file, 'line' => $this->line];
+        return ['message' => $this->message, 'code' => $this->code, 'file' => $this->file, 'line' => $this->line, 'outcome' => $this->outcome];
     }
 
     public function __unserialize(array $data): void
@@ -43,5 +48,7 @@ final class HandlerCrashedException extends \RuntimeException
         $this->code = $data['code'];
         $this->file = $data['file'];
         $this->line = $data['line'];
+        $this->outcome = $data['outcome'] ?? 'unknown';
+        $this->result = null;
     }
 }

@@ -161,6 +161,9 @@ final class Report
     {
         $out = [];
         foreach ($stamps as $s) {
+            if (!self::safe($s)) {
+                continue; // a HandledStamp's result whose class runs code when revived: left in the child
+            }
             $stamp = @unserialize($s);
             if ($stamp instanceof StampInterface) {
                 $out[] = $stamp;
@@ -178,23 +181,52 @@ final class Report
         } catch (\Throwable) {
             $serialized = null;
         }
+        if ($serialized !== null && \strlen($serialized) > self::MAX_RESULTS) {
+            $serialized = null; // too big to carry: the stand-in with a shortened message
+        }
 
         return [
             'serialized' => $serialized,
             'class' => $e::class,
-            'message' => $e->getMessage(),
+            'message' => \strlen($e->getMessage()) > 65536 ? substr($e->getMessage(), 0, 65536) . '… (shortened)' : $e->getMessage(),
             'code' => \is_int($e->getCode()) ? $e->getCode() : 0,
             'recoverable' => $e instanceof RecoverableExceptionInterface,
             'unrecoverable' => $e instanceof UnrecoverableExceptionInterface,
             'where' => $e->getFile() . ':' . $e->getLine(),
-            'trace' => $e->getTraceAsString(),
+            'trace' => substr($e->getTraceAsString(), 0, 65536),
         ];
+    }
+
+    /**
+     * Whether reviving `$serialized` in the consumer runs no application code: every class in it
+     * is PHP's own or has none of __wakeup, __unserialize, __destruct (a message's code runs in
+     * its child only). Symfony's and Forklift\\Messenger's classes are trusted.
+     */
+    private static function safe(string $serialized): bool
+    {
+        preg_match_all('/[OC]:\d+:"([^"]+)"/', $serialized, $m);
+        foreach (array_unique($m[1]) as $class) {
+            if (str_starts_with($class, 'Symfony\\Component\\') || str_starts_with($class, 'Forklift\\Messenger\\')) {
+                continue;
+            }
+            if (!class_exists($class)) {
+                return false;
+            }
+            $r = new \ReflectionClass($class);
+            foreach (['__wakeup', '__unserialize', '__destruct'] as $magic) {
+                if ($r->hasMethod($magic) && !$r->getMethod($magic)->isInternal()) {
+                    return false;
+                }
+            }
+        }
+
+        return true;
     }
 
     /** @param array<string, mixed> $e */
     private static function rebuild(array $e): \Throwable
     {
-        if ($e['serialized'] !== null) {
+        if ($e['serialized'] !== null && self::safe($e['serialized'])) {
             try {
                 $t = unserialize($e['serialized']);
                 if ($t instanceof \Throwable) {

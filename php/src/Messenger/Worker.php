@@ -54,6 +54,10 @@ class Worker extends MessengerWorker
     /** @var array<string, string> run keys by transport and transport message id */
     private array $inFlightIds = [];
     private ?\Forklift\Pool $pool = null;
+    /** @var list<array{Envelope, string}> received in a batch, waiting for a free slot */
+    private array $waiting = [];
+    private float $backoffUntil = 0.0;
+    private int $receiveFailures = 0;
     private int $received = 0;
     private ?int $limit = null;
     /** @var list<string>|null */
@@ -151,6 +155,9 @@ class Worker extends MessengerWorker
         $this->receiveFailure = null;
         $this->inFlight = [];
         $this->inFlightIds = [];
+        $this->waiting = [];
+        $this->backoffUntil = 0.0;
+        $this->receiveFailures = 0;
         $this->warnAboutRedelivery();
         self::warmUp();
         ForkSafety::closeBeforeForks($this->closeBeforeFork);
@@ -253,7 +260,7 @@ class Worker extends MessengerWorker
     /** Receives while a worker slot is free, from the first receiver that has a message. */
     private function poll(): void
     {
-        if ($this->polling || $this->daemon === null) {
+        if ($this->polling || $this->daemon === null || microtime(true) < $this->backoffUntil) {
             return;
         }
         $this->polling = true;
@@ -262,17 +269,29 @@ class Worker extends MessengerWorker
                 if ($this->limit !== null && $this->received >= $this->limit) {
                     return;
                 }
+                // Envelopes received in one batch (a receiver may return several) start first, as
+                // slots free: never more at once than the workers, never more than the limit.
+                if ($this->waiting !== []) {
+                    [$envelope, $transport] = array_shift($this->waiting);
+                    if (!$this->accept($envelope, $transport) && $this->waiting === []) {
+                        // Only a message offered again while it runs: the next tick asks again.
+                        return;
+                    }
+                    continue;
+                }
                 $got = false;
                 foreach ($this->receivers as $transport => $receiver) {
                     $envelopes = $this->queueNames ? $receiver->getFromQueues($this->queueNames) : $receiver->get();
                     foreach ($envelopes as $envelope) {
-                        $got = $this->accept($envelope, $transport) || $got;
+                        $got = true;
+                        $this->waiting[] = [$envelope, $transport];
                     }
                     if ($got) {
                         break;
                     }
                 }
                 $this->receivedOnce = true;
+                $this->receiveFailures = 0;
                 if (!$got) {
                     $this->dispatchEvent(new WorkerRunningEvent($this, true));
 
@@ -287,8 +306,10 @@ class Worker extends MessengerWorker
 
                 return;
             }
-            // Logged by the daemon (and shown in status as the timer's last error); the next poll tries again.
-            throw $e;
+            // The transport is down: poll again later and later (up to 30 s), not every tick.
+            $wait = min(30.0, 0.5 * 2 ** min(6, $this->receiveFailures++));
+            $this->backoffUntil = microtime(true) + $wait;
+            $this->logger?->error('Receiving failed ({error}); trying again in {wait} s', ['error' => $e->getMessage(), 'wait' => $wait, 'exception' => $e]);
         } finally {
             $this->polling = false;
         }
@@ -308,7 +329,16 @@ class Worker extends MessengerWorker
             return false;
         }
         $event = new WorkerMessageReceivedEvent($envelope, $transport);
-        $this->dispatchEvent($event);
+        try {
+            $this->dispatchEvent($event);
+        } catch (\Throwable $e) {
+            // A listener of WorkerMessageReceivedEvent threw: the message fails with it (retried
+            // by its strategy), rather than staying received and never settled.
+            ++$this->received;
+            $this->finish($envelope, $transport, $e, 0.0);
+
+            return true;
+        }
         $envelope = $event->getEnvelope();
         if (!$event->shouldHandle()) {
             return true;
@@ -326,7 +356,14 @@ class Worker extends MessengerWorker
 
                 return true;
             }
-            $id = 'task:' . $this->pool->submit($payload)->id();
+            try {
+                $id = 'task:' . $this->pool->submit($payload)->id();
+            } catch (\Forklift\ForkliftException $e) {
+                // Too big for the pool's channel, or the pool cannot run it: this message fails, the consumer goes on.
+                $this->finish($envelope, $transport, new HandlerFailedException($envelope, [new \RuntimeException("The message cannot go to a prefork worker: {$e->getMessage()}", 0, $e)]), 0.0);
+
+                return true;
+            }
         } else {
             $run = $this->daemon->start($transport, [$envelope], label: $class);
             if ($run === null) {
@@ -406,6 +443,14 @@ class Worker extends MessengerWorker
         if (($key = self::key($envelope, $transport)) !== null) {
             unset($this->inFlightIds[$key]);
         }
+        if ($result !== null && !$result->ok() && $result->timedOut() && $this->daemon?->isStopping()
+            && ($this->timeout === null || $result->duration() < $this->timeout)) {
+            // Ended by the consumer's own stop timeout, not by the message's: not the handler's
+            // failure. It goes back to its transport as it came, with no retry used up.
+            $this->handBack($envelope, $transport, $result);
+
+            return;
+        }
         $report = $result !== null && $result->ok() ? Report::decode($result->value()) : null;
         if ($result === null) {
             $e = self::notStarted($envelope, 'its child did not start (the log says why)');
@@ -420,6 +465,26 @@ class Worker extends MessengerWorker
             $this->dispatchEvent(new WorkerRunningEvent($this, false));
         }
         $this->poll();
+    }
+
+    /** A message the consumer's stop ended: sent to its transport again and the delivery rejected (or left for redelivery). */
+    private function handBack(Envelope $envelope, string $transport, \Forklift\JobResult $result): void
+    {
+        $receiver = $this->receivers[$transport];
+        $class = $envelope->getMessage()::class;
+        $outcome = 'handed back';
+        try {
+            if (!$receiver instanceof \Symfony\Component\Messenger\Transport\Sender\SenderInterface) {
+                throw new \LogicException('the receiver cannot send');
+            }
+            $receiver->send($envelope->withoutStampsOfType(NonSendableStampInterface::class));
+            $receiver->reject($envelope);
+            $this->logger?->warning('{class} was still running when the consumer stopped ({cause}): handed back to {transport}', ['class' => $class, 'cause' => $result->cause(), 'transport' => $transport]);
+        } catch (\Throwable $e) {
+            $outcome = 'unacknowledged';
+            $this->logger?->warning('{class} was still running when the consumer stopped ({cause}); left unacknowledged: {transport} delivers it again after its redelivery timeout ({error})', ['class' => $class, 'cause' => $result->cause(), 'transport' => $transport, 'error' => $e->getMessage()]);
+        }
+        $this->daemon?->count('messages', ['transport' => $transport, 'class' => $class, 'outcome' => $outcome]);
     }
 
     /** Acks or rejects as Messenger's worker does, with its events; counts the outcome. */

@@ -439,6 +439,8 @@ fn serve(
             return aborted(d, a);
         }
     }
+    // Runs onStart asked for start now, before a stop() it also asked for drops them.
+    start_runs(d, max_frame)?;
     loop {
         let round = runtime::with(|rt| {
             Ok(Round {

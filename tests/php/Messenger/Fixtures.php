@@ -14,6 +14,15 @@ final class Job
     }
 }
 
+/** An exception whose __wakeup would run the application's code wherever it is unserialized. */
+final class WakeupException extends \RuntimeException
+{
+    public function __wakeup(): void
+    {
+        exit(7);
+    }
+}
+
 /** A second class, for metrics by class. */
 final class Other
 {
@@ -81,6 +90,8 @@ final class JobHandler
             case 'huge':
                 // A result too big to come back: the handled stamp comes back without it.
                 return str_repeat('x', 12 << 20);
+            case 'wakeup':
+                throw new WakeupException("revived in the consumer it would exit(7) there ($job->tag)");
             case 'closure':
                 // A result that does not serialize: the handled stamp comes back without it.
                 return 'x' . (static fn () => 1)();

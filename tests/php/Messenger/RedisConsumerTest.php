@@ -201,7 +201,8 @@ final class RedisConsumerTest extends ConsumerTestCase
     {
         $app = $this->app();
         $this->send($app, 'async', new Job('slow', 'long'), new Job('ok', 'next'));
-        $consumer = new CliProcess(['consume', __DIR__ . '/app.php', 'async', '--sleep=0.05'], ['FORKLIFT_RUN_DIR' => $this->dir]);
+        // -vv: the daemon's info lines (without a logger of the application's, a console logger).
+        $consumer = new CliProcess(['consume', __DIR__ . '/app.php', 'async', '--sleep=0.05', '-vv'], ['FORKLIFT_RUN_DIR' => $this->dir]);
         $this->waitForLine('long', 'slow');
         $consumer->kill(SIGTERM);
         $this->assertNotNull($consumer->waitFor('/stopping \(SIGTERM\)/'), $consumer->log);
@@ -229,6 +230,94 @@ final class RedisConsumerTest extends ConsumerTestCase
         $this->consume($app, ['async'], 1);
         $this->assertSame(['inflight', 'inflight', 'inflight'], array_column($this->handled(), 'tag'));
         $this->assertSame('slow-done', $this->handled()[2]['action']);
+    }
+
+    public function test_a_receiver_that_returns_a_batch_still_keeps_to_workers_and_limit(): void
+    {
+        // Symfony's in-memory transport returns every message at each get() (as SQS returns up to 10).
+        $memory = new \Symfony\Component\Messenger\Transport\InMemoryTransport();
+        foreach (range(1, 6) as $i) {
+            $memory->send(new \Symfony\Component\Messenger\Envelope(new Job('slow', "b$i")));
+        }
+        touch("$this->log.release");
+        $app = $this->app();
+        $most = 0;
+        $app->events->addListener(\Symfony\Component\Messenger\Event\WorkerMessageReceivedEvent::class, function (\Symfony\Component\Messenger\Event\WorkerMessageReceivedEvent $e) use (&$most): void {
+            $running = \count($this->handled()) - 2 * \count(array_filter($this->handled(), static fn ($h) => $h['action'] === 'slow-done'));
+            $most = max($most, $running + 1);
+        });
+        $w = new Worker(['memory' => $memory], $app->bus, $app->events, $this->logger, workers: 1);
+        $limit = new \Symfony\Component\Messenger\EventListener\StopWorkerOnMessageLimitListener(3);
+        $app->events->addSubscriber($limit);
+        $w->run(['sleep' => 20_000, 'limit' => 3]);
+
+        $this->assertSame(['b1', 'b2', 'b3'], array_values(array_unique(array_column($this->handled(), 'tag'))), 'three handled, in order');
+        $this->assertSame(1, $most, 'one at a time');
+        $this->assertCount(3, $memory->getAcknowledged());
+    }
+
+    public function test_a_received_listener_that_throws_fails_that_message_and_stop_in_it_handles_it_first(): void
+    {
+        $app = $this->app(retries: 0);
+        $this->send($app, 'async', new Job('ok', 'first'), new Job('ok', 'second'), new Job('ok', 'third'));
+        $seen = 0;
+        $app->events->addListener(\Symfony\Component\Messenger\Event\WorkerMessageReceivedEvent::class, static function ($e) use (&$seen): void {
+            if (++$seen === 2) {
+                throw new \DomainException('the listener refused the second');
+            }
+        });
+        $w = null;
+        $app->events->addListener(\Symfony\Component\Messenger\Event\WorkerMessageReceivedEvent::class, static function () use (&$seen, &$w): void {
+            if ($seen === 3) {
+                $w->stop(); // Messenger's rule: this message is still handled, then the worker stops
+            }
+        });
+        $w = new Worker(['async' => $app->receivers['async']], $app->bus, $app->events, $this->logger, workers: 1);
+        $w->run(['sleep' => 20_000]);
+
+        $this->assertSame(['first', 'third'], array_column($this->handled(), 'tag'));
+        $failed = $this->drain($app->receivers['failed']);
+        $this->assertCount(1, $failed);
+        $this->assertSame('second', $failed[0]->getMessage()->tag);
+        $this->assertSame('DomainException', $failed[0]->last(ErrorDetailsStamp::class)->getExceptionClass());
+        $this->assertSame([], $this->drain($app->receivers['async']));
+    }
+
+    public function test_an_exception_that_would_run_code_when_revived_stays_in_the_child(): void
+    {
+        $app = $this->app(retries: 0);
+        $this->send($app, 'async', new Job('wakeup', 'w'), new Job('ok', 'after'));
+        $this->consume($app, ['async'], 2);
+
+        $failed = $this->drain($app->receivers['failed']);
+        $this->assertCount(1, $failed);
+        $d = $failed[0]->last(ErrorDetailsStamp::class);
+        $this->assertSame(\Forklift\Messenger\RemoteHandlerException::class, $d->getExceptionClass());
+        $this->assertStringContainsString(WakeupException::class . ': revived in the consumer', $d->getExceptionMessage());
+        $this->assertSame(['w', 'after'], array_column($this->handled(), 'tag'), 'the consumer lived on');
+    }
+
+    public function test_a_message_still_running_at_the_stop_timeout_is_handed_back_not_failed(): void
+    {
+        $app = $this->app(retries: 0);
+        $this->send($app, 'async', new Job('slow', 'long'));
+        $consumer = new CliProcess(['consume', __DIR__ . '/app.php', 'async', '--sleep=0.05', '--stop-timeout=0.3'], ['FORKLIFT_RUN_DIR' => $this->dir]);
+        $this->waitForLine('long', 'slow');
+        $consumer->kill(SIGTERM);
+        $this->assertSame(0, $consumer->wait(15), $consumer->log);
+        $this->assertStringContainsString('handed back to async', $consumer->log);
+        $this->assertSame([], $this->drain($app->receivers['failed']), 'not a failure');
+        $back = $this->drain($app->receivers['async']);
+        $this->assertSame(['long'], array_map(static fn ($e) => $e->getMessage()->tag, $back), 'back in its transport');
+        $this->assertNull($back[0]->last(\Symfony\Component\Messenger\Stamp\RedeliveryStamp::class), 'no retry used up');
+    }
+
+    public function test_a_crash_cause_survives_serialization(): void
+    {
+        $e = unserialize(serialize(new \Forklift\Messenger\HandlerCrashedException('died: SIGSEGV')));
+        $this->assertSame('died: SIGSEGV', $e->getMessage());
+        $this->assertSame('not started', $e->getOutcome());
+        $this->assertNull($e->getResult());
     }
 
     public function test_bad_input_is_refused_with_what_to_fix(): void
@@ -261,6 +350,8 @@ final class RedisConsumerTest extends ConsumerTestCase
             ['--memory-limit=lots', 'Option "memory-limit" must be a number of bytes'],
             ['--limit=x', 'Option "limit" must be a positive integer'],
             ['--worker-memory-limit=big', 'Option "worker-memory-limit" must be a number of bytes'],
+            ['--sleep=0.0005', 'Option "sleep" must be at least 0.001 seconds'],
+            ['--grace=3', 'Option "grace" needs --timeout'],
             ['nosuch', 'The receiver "nosuch" does not exist. Valid receivers are: async, failed.'],
         ] as [$arg, $message]) {
             $out = \Forklift\Tests\Support\forklift_cli(['consume', __DIR__ . '/app.php', ...(str_starts_with($arg, '-') ? ['async', $arg] : [$arg])]);

@@ -13,6 +13,7 @@ use Symfony\Component\Console\Exception\RuntimeException;
 use Symfony\Component\Console\Input\InputArgument;
 use Symfony\Component\Console\Input\InputInterface;
 use Symfony\Component\Console\Input\InputOption;
+use Symfony\Component\Console\Logger\ConsoleLogger;
 use Symfony\Component\Console\Output\ConsoleOutputInterface;
 use Symfony\Component\Console\Output\OutputInterface;
 use Symfony\Component\Console\Style\SymfonyStyle;
@@ -132,6 +133,20 @@ EOF);
         }
         $stopsWhen[] = 'received a stop signal via the forklift:stop-workers or messenger:stop-workers command, TERM or INT';
 
+        $timeout = self::seconds($input->getOption('timeout'), 'timeout');
+        $grace = self::seconds($input->getOption('grace'), 'grace');
+        $softTimeout = self::seconds($input->getOption('soft-timeout'), 'soft-timeout');
+        $sleep = self::seconds($input->getOption('sleep'), 'sleep');
+        if ($sleep !== null && $sleep < 0.001) {
+            throw new InvalidOptionException(sprintf('Option "sleep" must be at least 0.001 seconds, "%s" passed.', $input->getOption('sleep')));
+        }
+        if ($grace !== null && $timeout === null) {
+            throw new InvalidOptionException('Option "grace" needs --timeout (it is the time between TERM and KILL at the timeout).');
+        }
+        if ($softTimeout !== null && $timeout !== null && $softTimeout >= $timeout) {
+            throw new InvalidOptionException(sprintf('Option "soft-timeout" (%s s) must be shorter than --timeout (%s s): the handler gets its exception first, the kill after.', $softTimeout, $timeout));
+        }
+
         $bus = $this->routableBus;
         if (null !== $busName = $input->getOption('bus')) {
             if (!$bus instanceof RoutableMessageBus) {
@@ -139,15 +154,17 @@ EOF);
             }
             $bus = $bus->getMessageBus($busName);
         }
+        // Without the application's logger: warnings and errors on stderr, the rest with -v/-vv/-vvv.
+        $logger = $this->logger ?? new ConsoleLogger($output instanceof ConsoleOutputInterface ? $output->getErrorOutput() : $output);
         $worker = new Worker(
             $receivers,
             $bus,
             $this->eventDispatcher,
-            $this->logger,
+            $logger,
             workers: self::positiveInt($input->getOption('workers'), 'workers'),
-            timeout: self::seconds($input->getOption('timeout'), 'timeout'),
-            grace: self::seconds($input->getOption('grace'), 'grace'),
-            softTimeout: self::seconds($input->getOption('soft-timeout'), 'soft-timeout'),
+            timeout: $timeout,
+            grace: $grace,
+            softTimeout: $softTimeout,
             stopTimeout: self::seconds($input->getOption('stop-timeout'), 'stop-timeout') ?? 30.0,
             closeBeforeFork: $this->closeBeforeFork,
             name: (string) $input->getOption('name'),
@@ -156,7 +173,6 @@ EOF);
             maxMessagesPerWorker: ($m = $input->getOption('max-messages-per-worker')) === null ? null : self::positiveInt($m, 'max-messages-per-worker'),
             workerMemoryLimit: ($m = $input->getOption('worker-memory-limit')) === null ? null : self::bytes($m, 'worker-memory-limit'),
         );
-        $sleep = self::seconds($input->getOption('sleep'), 'sleep');
         $options = ['sleep' => (int) max(1, ($sleep ?? 1.0) * 1e6)];
         if ($limit !== null) {
             $options['limit'] = $limit;
