@@ -10,7 +10,7 @@
 
 use ext_php_rs::types::Zval;
 
-use super::dispatch::{guarded, say, take_error};
+use super::app::{guarded, say, take_error};
 use super::log::Level;
 use super::Daemon;
 use crate::core::daemon::plan::Clock;

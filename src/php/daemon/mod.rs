@@ -8,11 +8,13 @@
 //! the other CLI commands ask a running daemon) and [`run`] (`Forklift\JobRun`, a run as the job
 //! events see it).
 
+mod app;
 mod cli;
 mod dispatch;
 mod leader;
 mod log;
 mod run;
+mod runs;
 mod supervise;
 
 use std::cell::RefCell;
@@ -702,7 +704,7 @@ impl Daemon {
             None => None,
         };
         let asked = Asked::new(args, label, M)?;
-        dispatch::ask(self, &job, placement, M, asked)
+        runs::ask(self, &job, placement, M, asked)
     }
 
     /// Starts a run of job `$job` in a child of its own at once (whatever its lane); returns the
@@ -716,7 +718,7 @@ impl Daemon {
     ) -> PhpResult<Option<i64>> {
         const M: &str = "Forklift\\Daemon::start()";
         let asked = Asked::new(args, label, M)?;
-        dispatch::ask(self, &job, Some(Placement::Parallel), M, asked)
+        runs::ask(self, &job, Some(Placement::Parallel), M, asked)
     }
 
     /// Adds `$by` to the application's counter `$name` with `$labels` (status, and metrics as
