@@ -260,7 +260,14 @@ class Worker extends MessengerWorker
     /** Receives while a worker slot is free, from the first receiver that has a message. */
     private function poll(): void
     {
-        if ($this->polling || $this->daemon === null || microtime(true) < $this->backoffUntil) {
+        if ($this->polling || $this->daemon === null) {
+            return;
+        }
+        if (microtime(true) < $this->backoffUntil) {
+            // The transport is down: no receive now, but the stop listeners (time limit, restart
+            // signal) still get their idle turn.
+            $this->dispatchEvent(new WorkerRunningEvent($this, true));
+
             return;
         }
         $this->polling = true;

@@ -312,6 +312,42 @@ final class RedisConsumerTest extends ConsumerTestCase
         $this->assertNull($back[0]->last(\Symfony\Component\Messenger\Stamp\RedeliveryStamp::class), 'no retry used up');
     }
 
+    public function test_a_transport_that_goes_down_is_retried_with_backoff_and_limits_still_stop_it(): void
+    {
+        $app = $this->app();
+        $down = new class () implements \Symfony\Component\Messenger\Transport\Receiver\ReceiverInterface {
+            public int $calls = 0;
+
+            public function get(): iterable
+            {
+                if (++$this->calls > 1) {
+                    throw new \Symfony\Component\Messenger\Exception\TransportException('connection refused (test)');
+                }
+
+                return [];
+            }
+
+            public function ack(\Symfony\Component\Messenger\Envelope $envelope): void
+            {
+            }
+
+            public function reject(\Symfony\Component\Messenger\Envelope $envelope): void
+            {
+            }
+        };
+        $app->events->addSubscriber(new \Symfony\Component\Messenger\EventListener\StopWorkerOnTimeLimitListener(2));
+        $t = microtime(true);
+        (new Worker(['down' => $down], $app->bus, $app->events, $this->logger))->run(['sleep' => 10_000]);
+        $took = microtime(true) - $t;
+
+        $this->assertLessThan(6.0, $took, 'the time limit stopped it while the transport was down');
+        $failures = array_filter($this->logger->lines, static fn ($l) => str_contains($l, 'Receiving failed (connection refused (test))'));
+        // At a 10 ms tick, without backoff ~200 receives would fail in 2 s; with it: 0.5, 1, 2 s apart.
+        $this->assertGreaterThanOrEqual(2, \count($failures));
+        $this->assertLessThanOrEqual(4, \count($failures), $this->logger->text());
+        $this->assertLessThanOrEqual(5, $down->calls);
+    }
+
     public function test_a_crash_cause_survives_serialization(): void
     {
         $e = unserialize(serialize(new \Forklift\Messenger\HandlerCrashedException('died: SIGSEGV')));
