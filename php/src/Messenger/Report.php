@@ -164,7 +164,11 @@ final class Report
             if (!self::safe($s)) {
                 continue; // a HandledStamp's result whose class runs code when revived: left in the child
             }
-            $stamp = @unserialize($s);
+            try {
+                $stamp = @unserialize($s);
+            } catch (\Throwable) {
+                continue;
+            }
             if ($stamp instanceof StampInterface) {
                 $out[] = $stamp;
             }
@@ -199,8 +203,9 @@ final class Report
 
     /**
      * Whether reviving `$serialized` in the consumer runs no application code: every class in it
-     * is PHP's own or has none of __wakeup, __unserialize, __destruct (a message's code runs in
-     * its child only). Symfony's and Forklift\\Messenger's classes are trusted.
+     * is known, and PHP's own or has none of __wakeup, __unserialize, __destruct, Serializable's
+     * unserialize, nor an internal parent with a serialization of its own (a message's code runs
+     * in its child only). Symfony's and Forklift\\Messenger's classes are trusted.
      */
     private static function safe(string $serialized): bool
     {
@@ -210,11 +215,24 @@ final class Report
                 continue;
             }
             if (!class_exists($class)) {
+                // Autoloaded if need be (a class file declares; an exception class the child threw
+                // is usually not loaded in the consumer yet): unknown here, not revived.
                 return false;
             }
             $r = new \ReflectionClass($class);
-            foreach (['__wakeup', '__unserialize', '__destruct'] as $magic) {
-                if ($r->hasMethod($magic) && !$r->getMethod($magic)->isInternal()) {
+            if ($r->isInternal()) {
+                continue;
+            }
+            foreach (['__wakeup', '__unserialize', '__destruct', 'unserialize'] as $method) {
+                if ($r->hasMethod($method) && !$r->getMethod($method)->isInternal()) {
+                    return false;
+                }
+            }
+            // A user class built on an internal one with its own serialization (SplObjectStorage,
+            // ArrayObject, ...) could have its methods called while revived; exceptions are fine.
+            for ($parent = $r->getParentClass(); $parent !== false; $parent = $parent->getParentClass()) {
+                if ($parent->isInternal() && !\in_array($parent->getName(), ['Exception', 'Error', 'ErrorException', 'stdClass'], true)
+                    && !$parent->isSubclassOf(\Throwable::class)) {
                     return false;
                 }
             }

@@ -199,6 +199,16 @@ class Worker extends MessengerWorker
             }
             $this->daemon = $daemon;
             $daemon->run();
+            // What the stop left unsettled (prefork tasks killed at the stop timeout, a batch's
+            // envelopes not started) goes back to its transport.
+            foreach ($this->inFlight as [$envelope, $transport]) {
+                $this->handBack($envelope, $transport, 'still running when the consumer stopped');
+            }
+            foreach ($this->waiting as [$envelope, $transport]) {
+                $this->handBack($envelope, $transport, 'received in a batch and not started before the consumer stopped');
+            }
+            $this->inFlight = [];
+            $this->waiting = [];
         } finally {
             ForkSafety::closeBeforeForks([]);
             $this->daemon = null;
@@ -274,6 +284,12 @@ class Worker extends MessengerWorker
         try {
             while (!$this->shouldStop && !$this->daemon->isStopping() && \count($this->inFlight) < $this->workers) {
                 if ($this->limit !== null && $this->received >= $this->limit) {
+                    if ($this->inFlight === []) {
+                        // Everything received is settled: the limit is reached (whether or not a
+                        // listener counted each one).
+                        $this->stop();
+                    }
+
                     return;
                 }
                 // Envelopes received in one batch (a receiver may return several) start first, as
@@ -342,7 +358,7 @@ class Worker extends MessengerWorker
             // A listener of WorkerMessageReceivedEvent threw: the message fails with it (retried
             // by its strategy), rather than staying received and never settled.
             ++$this->received;
-            $this->finish($envelope, $transport, $e, 0.0);
+            $this->settledAtOnce($envelope, $transport, $e);
 
             return true;
         }
@@ -359,7 +375,7 @@ class Worker extends MessengerWorker
                 // the envelope to ack or reject.
                 $payload = serialize([$transport, $envelope->withoutStampsOfType(NonSendableStampInterface::class)]);
             } catch (\Throwable $e) {
-                $this->finish($envelope, $transport, new HandlerFailedException($envelope, [new \RuntimeException("The message cannot go to a prefork worker: it does not serialize ({$e->getMessage()})", 0, $e)]), 0.0);
+                $this->settledAtOnce($envelope, $transport, new HandlerFailedException($envelope, [new \RuntimeException("The message cannot go to a prefork worker: it does not serialize ({$e->getMessage()})", 0, $e)]));
 
                 return true;
             }
@@ -367,7 +383,7 @@ class Worker extends MessengerWorker
                 $id = 'task:' . $this->pool->submit($payload)->id();
             } catch (\Forklift\ForkliftException $e) {
                 // Too big for the pool's channel, or the pool cannot run it: this message fails, the consumer goes on.
-                $this->finish($envelope, $transport, new HandlerFailedException($envelope, [new \RuntimeException("The message cannot go to a prefork worker: {$e->getMessage()}", 0, $e)]), 0.0);
+                $this->settledAtOnce($envelope, $transport, new HandlerFailedException($envelope, [new \RuntimeException("The message cannot go to a prefork worker: {$e->getMessage()}", 0, $e)]));
 
                 return true;
             }
@@ -375,7 +391,7 @@ class Worker extends MessengerWorker
             $run = $this->daemon->start($transport, [$envelope], label: $class);
             if ($run === null) {
                 // The consumer began to stop in this very turn: the message goes back to its transport.
-                $this->finish($envelope, $transport, self::notStarted($envelope, 'the consumer is stopping'), 0.0);
+                $this->handBack($envelope, $transport, 'the consumer is stopping');
 
                 return true;
             }
@@ -450,11 +466,16 @@ class Worker extends MessengerWorker
         if (($key = self::key($envelope, $transport)) !== null) {
             unset($this->inFlightIds[$key]);
         }
-        if ($result !== null && !$result->ok() && $result->timedOut() && $this->daemon?->isStopping()
-            && ($this->timeout === null || $result->duration() < $this->timeout)) {
+        $endedByStop = $result !== null && !$result->ok() && $this->daemon?->isStopping() && (
+            // A child the stop timeout expired (not its own --timeout) ...
+            ($result->timedOut() && ($this->timeout === null || $result->duration() < $this->timeout))
+            // ... or a prefork worker killed with its pool at the stop timeout.
+            || (str_starts_with($id, 'task:') && $result->signal() === \SIGKILL)
+        );
+        if ($endedByStop) {
             // Ended by the consumer's own stop timeout, not by the message's: not the handler's
             // failure. It goes back to its transport as it came, with no retry used up.
-            $this->handBack($envelope, $transport, $result);
+            $this->handBack($envelope, $transport, (string) $result->cause());
 
             return;
         }
@@ -474,8 +495,17 @@ class Worker extends MessengerWorker
         $this->poll();
     }
 
+    /** A message that failed before any child: settled, and counted by the stop listeners as one handled. */
+    private function settledAtOnce(Envelope $envelope, string $transport, \Throwable $e): void
+    {
+        $this->finish($envelope, $transport, $e, 0.0);
+        if (!$this->shouldStop) {
+            $this->dispatchEvent(new WorkerRunningEvent($this, false));
+        }
+    }
+
     /** A message the consumer's stop ended: sent to its transport again and the delivery rejected (or left for redelivery). */
-    private function handBack(Envelope $envelope, string $transport, \Forklift\JobResult $result): void
+    private function handBack(Envelope $envelope, string $transport, string $why): void
     {
         $receiver = $this->receivers[$transport];
         $class = $envelope->getMessage()::class;
@@ -486,10 +516,10 @@ class Worker extends MessengerWorker
             }
             $receiver->send($envelope->withoutStampsOfType(NonSendableStampInterface::class));
             $receiver->reject($envelope);
-            $this->logger?->warning('{class} was still running when the consumer stopped ({cause}): handed back to {transport}', ['class' => $class, 'cause' => $result->cause(), 'transport' => $transport]);
+            $this->logger?->warning('{class} was not finished when the consumer stopped ({cause}): handed back to {transport}', ['class' => $class, 'cause' => $why, 'transport' => $transport]);
         } catch (\Throwable $e) {
             $outcome = 'unacknowledged';
-            $this->logger?->warning('{class} was still running when the consumer stopped ({cause}); left unacknowledged: {transport} delivers it again after its redelivery timeout ({error})', ['class' => $class, 'cause' => $result->cause(), 'transport' => $transport, 'error' => $e->getMessage()]);
+            $this->logger?->warning('{class} was not finished when the consumer stopped ({cause}); left unacknowledged: {transport} delivers it again after its redelivery timeout ({error})', ['class' => $class, 'cause' => $why, 'transport' => $transport, 'error' => $e->getMessage()]);
         }
         $this->daemon?->count('messages', ['transport' => $transport, 'class' => $class, 'outcome' => $outcome]);
     }

@@ -413,6 +413,9 @@ fn serve(
                     Ok(())
                 })
                 .map_err(from_core)?;
+                // Look again at once: with no run of its own left (only pools' tasks), the stop
+                // ends now, killing the pools; nothing else would wake the loop for it.
+                continue;
             }
         }
         let wake = {

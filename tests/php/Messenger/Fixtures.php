@@ -23,6 +23,34 @@ final class WakeupException extends \RuntimeException
     }
 }
 
+/** A result whose Serializable::unserialize() would run wherever it is revived (it leaves a file). */
+final class Sneaky implements \Serializable
+{
+    public function __construct(public string $marker = '')
+    {
+    }
+
+    public function serialize(): string
+    {
+        return $this->marker;
+    }
+
+    public function unserialize(string $data): void
+    {
+        touch($data . '.' . getmypid());
+    }
+
+    public function __serialize(): array
+    {
+        return [$this->marker];
+    }
+
+    public function __unserialize(array $data): void
+    {
+        touch($data[0] . '.' . getmypid());
+    }
+}
+
 /** A second class, for metrics by class. */
 final class Other
 {
@@ -90,6 +118,8 @@ final class JobHandler
             case 'huge':
                 // A result too big to come back: the handled stamp comes back without it.
                 return str_repeat('x', 12 << 20);
+            case 'serializable':
+                return new Sneaky("$this->log.revived");
             case 'wakeup':
                 throw new WakeupException("revived in the consumer it would exit(7) there ($job->tag)");
             case 'closure':

@@ -297,11 +297,17 @@ final class RedisConsumerTest extends ConsumerTestCase
         $this->assertSame(['w', 'after'], array_column($this->handled(), 'tag'), 'the consumer lived on');
     }
 
-    public function test_a_message_still_running_at_the_stop_timeout_is_handed_back_not_failed(): void
+    public static function modes(): array
+    {
+        return ['a child per message' => [[]], 'prefork' => [['--prefork']]];
+    }
+
+    /** @dataProvider modes */
+    public function test_a_message_still_running_at_the_stop_timeout_is_handed_back_not_failed(array $mode): void
     {
         $app = $this->app(retries: 0);
         $this->send($app, 'async', new Job('slow', 'long'));
-        $consumer = new CliProcess(['consume', __DIR__ . '/app.php', 'async', '--sleep=0.05', '--stop-timeout=0.3'], ['FORKLIFT_RUN_DIR' => $this->dir]);
+        $consumer = new CliProcess(['consume', __DIR__ . '/app.php', 'async', '--sleep=0.05', '--stop-timeout=0.3', ...$mode], ['FORKLIFT_RUN_DIR' => $this->dir]);
         $this->waitForLine('long', 'slow');
         $consumer->kill(SIGTERM);
         $this->assertSame(0, $consumer->wait(15), $consumer->log);
@@ -346,6 +352,29 @@ final class RedisConsumerTest extends ConsumerTestCase
         $this->assertGreaterThanOrEqual(2, \count($failures));
         $this->assertLessThanOrEqual(4, \count($failures), $this->logger->text());
         $this->assertLessThanOrEqual(5, $down->calls);
+    }
+
+    public function test_a_message_failed_before_its_child_still_counts_for_the_limit(): void
+    {
+        $app = $this->app(retries: 0);
+        $this->send($app, 'async', new Job('ok', 'refused'));
+        $app->events->addListener(\Symfony\Component\Messenger\Event\WorkerMessageReceivedEvent::class, static function (): void {
+            throw new \DomainException('refused by a listener');
+        });
+        $t = microtime(true);
+        $this->consume($app, ['async'], 1);
+        $this->assertLessThan(5.0, microtime(true) - $t, 'the limit of 1 stopped it');
+        $this->assertCount(1, $this->drain($app->receivers['failed']));
+    }
+
+    public function test_a_result_that_would_run_code_when_revived_stays_in_the_child(): void
+    {
+        $app = $this->app();
+        $this->send($app, 'async', new Job('serializable', 's'));
+        $this->consume($app, ['async'], 1);
+        $this->assertSame(['s'], array_column($this->handled(), 'tag'));
+        $this->assertSame([], glob("$this->log.revived.*"), 'Sneaky::unserialize never ran (in the consumer or anywhere)');
+        $this->assertSame([], $this->drain($app->receivers['failed']), 'handled, acked');
     }
 
     public function test_a_crash_cause_survives_serialization(): void
