@@ -600,6 +600,15 @@ final class Daemon
 
     /** The pid file a daemon named `$name` uses when none is given. */
     public static function defaultPidFile(string $name): string {}
+
+    /**
+     * The run directories of this user that exist and are its own: the one a daemon started here
+     * would use first, then those its daemons started in other environments use (a daemon under
+     * systemd has no XDG_RUNTIME_DIR, a login session has one).
+     *
+     * @return list<string>
+     */
+    public static function runDirectories(): array {}
 }
 
 /** One run of a daemon's job, as {@see Daemon::onJobStart()} and {@see Daemon::onJobEnd()} see it. */

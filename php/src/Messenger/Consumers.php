@@ -31,7 +31,7 @@ final class Consumers
     {
         $out = [];
         $files = [];
-        foreach ($dir === null ? self::dirs() : [$dir] as $d) {
+        foreach ($dir === null ? Daemon::runDirectories() : [$dir] as $d) {
             array_push($files, ...(glob("$d/consumer-*.pid") ?: []));
         }
         foreach (array_unique($files) as $file) {
@@ -55,32 +55,5 @@ final class Consumers
     private static function dir(): string
     {
         return \dirname(Daemon::defaultPidFile('consumer'));
-    }
-
-    /**
-     * Every run directory a consumer of this user may have used: the one of this environment,
-     * and the others Forklift picks in other environments (a consumer under systemd has no
-     * XDG_RUNTIME_DIR; a deploy script in a login session has one). Only directories of this
-     * user (or root's /run/forklift for root).
-     */
-    private static function dirs(): array
-    {
-        $uid = posix_geteuid();
-        $candidates = [self::dir(), "/tmp/forklift-$uid"];
-        if ($uid === 0) {
-            $candidates[] = '/run/forklift';
-        }
-        if (($xdg = getenv('XDG_RUNTIME_DIR')) !== false && $xdg !== '') {
-            $candidates[] = "$xdg/forklift";
-        }
-        $candidates[] = "/run/user/$uid/forklift";
-        $out = [];
-        foreach (array_unique($candidates) as $d) {
-            if (is_dir($d) && !is_link($d) && @fileowner($d) === $uid) {
-                $out[] = $d;
-            }
-        }
-
-        return $out;
     }
 }

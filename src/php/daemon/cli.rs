@@ -22,14 +22,7 @@ pub fn default_pid_file(name: &str) -> PhpResult<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    let dir = match std::env::var_os("FORKLIFT_RUN_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ if uid == 0 => PathBuf::from("/run/forklift"),
-        _ => match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(d) if !d.is_empty() => PathBuf::from(d).join("forklift"),
-            _ => PathBuf::from(format!("/tmp/forklift-{uid}")),
-        },
-    };
+    let dir = run_dirs(uid).swap_remove(0);
     if std::fs::symlink_metadata(&dir).is_err() {
         let _ = std::fs::DirBuilder::new()
             .recursive(true)
@@ -54,6 +47,40 @@ pub fn default_pid_file(name: &str) -> PhpResult<PathBuf> {
         )));
     }
     Ok(dir.join(format!("{name}.pid")))
+}
+
+/// The run directories of user `uid`, the one this environment uses first (see
+/// [`default_pid_file`]), then those other environments of the same user use (a daemon under
+/// systemd has no XDG_RUNTIME_DIR; a login session has one).
+fn run_dirs(uid: u32) -> Vec<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let xdg = env("XDG_RUNTIME_DIR").map(|d| d.join("forklift"));
+    let mut dirs: Vec<PathBuf> = env("FORKLIFT_RUN_DIR").into_iter().collect();
+    if uid == 0 {
+        dirs.push(PathBuf::from("/run/forklift"));
+    }
+    dirs.extend(xdg);
+    dirs.push(PathBuf::from(format!("/tmp/forklift-{uid}")));
+    dirs.push(PathBuf::from(format!("/run/user/{uid}/forklift")));
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
+    dirs
+}
+
+/// The run directories of this user that exist and are its own (for finding its daemons).
+pub fn existing_run_dirs() -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    run_dirs(uid)
+        .into_iter()
+        .filter(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid))
+        .map(|d| d.display().to_string())
+        .collect()
 }
 
 fn not_running(pid_file: &str) -> PhpException {

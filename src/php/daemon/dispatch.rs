@@ -94,27 +94,25 @@ fn status(d: &Daemon) -> Status {
     st
 }
 
-/// The pools' part of the status.
-fn pool_status(d: &Daemon) -> Vec<PoolStatus> {
-    let pools: Vec<Zval> = d
-        .inner
+/// The daemon's pools, taken out of its state (their calls may run application code).
+fn pools_of(d: &Daemon) -> Vec<Zval> {
+    d.inner
         .borrow()
         .pools
         .iter()
         .map(Zval::shallow_clone)
-        .collect();
+        .collect()
+}
+
+/// The pools' part of the status.
+fn pool_status(d: &Daemon) -> Vec<PoolStatus> {
+    let pools = pools_of(d);
     pools.iter().filter_map(for_daemon::status).collect()
 }
 
 /// Between turns: the daemon's pools replace workers, take results and run their callbacks.
 fn service_pools(d: &Daemon) {
-    let pools: Vec<Zval> = d
-        .inner
-        .borrow()
-        .pools
-        .iter()
-        .map(Zval::shallow_clone)
-        .collect();
+    let pools = pools_of(d);
     for p in &pools {
         let Some(result) = guarded(|| for_daemon::service(p).is_ok()) else {
             return;
@@ -137,13 +135,7 @@ fn pools_idle(d: &Daemon) -> bool {
 
 /// At the end of a stop: the pools are shut down (or killed, after the stop timeout).
 fn close_pools(d: &Daemon, kill: bool) {
-    let pools: Vec<Zval> = d
-        .inner
-        .borrow()
-        .pools
-        .iter()
-        .map(Zval::shallow_clone)
-        .collect();
+    let pools = pools_of(d);
     for p in &pools {
         match for_daemon::close(p, kill) {
             Ok(0) => {}
@@ -330,14 +322,14 @@ fn serve(
             socket.display()
         ),
     );
-    let on_run: Vec<Zval> = d
+    let on_started: Vec<Zval> = d
         .inner
         .borrow()
-        .on_run
+        .on_started
         .iter()
         .map(Zval::shallow_clone)
         .collect();
-    for f in on_run {
+    for f in on_started {
         call_app(d, &f, &[], "onStart");
         if let Some(a) = aborting() {
             return aborted(d, a);

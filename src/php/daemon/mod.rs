@@ -72,6 +72,25 @@ pub(crate) struct Inline {
     pub(crate) last_error: Option<String>,
 }
 
+impl Inline {
+    /// Whether a warning about this timer may be said now: at most one a minute (a receive that
+    /// blocks a little past the interval each time must not fill the log).
+    pub(crate) fn warning_due(&mut self) -> bool {
+        let due = self
+            .long_warned
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if due {
+            self.long_warned = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
+
+/// Whether `text` may stand in a process title: at most 200 bytes, no control characters.
+fn fits_a_title(text: &str) -> bool {
+    text.len() <= 200 && !text.chars().any(char::is_control)
+}
+
 /// What `queue()`/`start()` give a run besides its job: arguments and a label.
 pub(crate) struct Asked {
     pub(crate) args: Vec<Zval>,
@@ -81,7 +100,7 @@ pub(crate) struct Asked {
 impl Asked {
     fn new(args: Option<&ZendHashTable>, label: Option<String>, what: &str) -> PhpResult<Asked> {
         if let Some(l) = &label {
-            if l.is_empty() || l.len() > 200 || l.chars().any(char::is_control) {
+            if l.is_empty() || !fits_a_title(l) {
                 return Err(invalid(format!(
                     "{what}: $label is shown in process titles: 1 to 200 printable characters, \"{}\" given",
                     l.escape_debug()
@@ -106,9 +125,10 @@ pub(crate) struct State {
     pub(crate) jobs: Vec<JobSpec>,
     /// By `Target::Inline` number.
     pub(crate) inline: Vec<Inline>,
-    pub(crate) on_run: Vec<Zval>,
-    pub(crate) on_start: Vec<Zval>,
-    pub(crate) on_end: Vec<Zval>,
+    /// onStart, onJobStart, onJobEnd listeners.
+    pub(crate) on_started: Vec<Zval>,
+    pub(crate) on_job_start: Vec<Zval>,
+    pub(crate) on_job_end: Vec<Zval>,
     pub(crate) handlers: Vec<(i32, Zval)>,
     pub(crate) pools: Vec<Zval>,
     /// Runs forked and not ended: their child in the runtime.
@@ -163,6 +183,18 @@ fn missed_policy(v: &str, what: &str) -> PhpResult<Missed> {
 impl Daemon {
     fn state(&self) -> std::cell::RefMut<'_, State> {
         self.inner.borrow_mut()
+    }
+
+    /// Adds a listener of an event (`$fn` checked, named `what` in the message).
+    fn listen<'a>(
+        self_: &'a mut ZendClassObject<Daemon>,
+        f: &Zval,
+        what: &str,
+        list: fn(&mut State) -> &mut Vec<Zval>,
+    ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
+        args::callable(f, &format!("Forklift\\Daemon::{what}(): $fn"))?;
+        list(&mut self_.state()).push(f.shallow_clone());
+        Ok(self_)
     }
 
     /// Checks that the daemon's definition can still change (not while its loop runs).
@@ -332,9 +364,9 @@ impl Daemon {
                 plan,
                 jobs: Vec::new(),
                 inline: Vec::new(),
-                on_run: Vec::new(),
-                on_start: Vec::new(),
-                on_end: Vec::new(),
+                on_started: Vec::new(),
+                on_job_start: Vec::new(),
+                on_job_end: Vec::new(),
                 handlers: Vec::new(),
                 pools: Vec::new(),
                 children: HashMap::new(),
@@ -390,7 +422,7 @@ impl Daemon {
         const M: &str = "Forklift\\Daemon::job()";
         self_.defining("job")?;
         if let Some(s) = &schedule {
-            if s.len() > 200 || s.chars().any(char::is_control) {
+            if !fits_a_title(s) {
                 return Err(invalid(format!(
                     "{M}: $schedule is shown in process titles: at most 200 printable characters"
                 )));
@@ -602,9 +634,7 @@ impl Daemon {
         self_: &'a mut ZendClassObject<Daemon>,
         r#fn: &Zval,
     ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
-        args::callable(r#fn, "Forklift\\Daemon::onStart(): $fn")?;
-        self_.state().on_run.push(r#fn.shallow_clone());
-        Ok(self_)
+        Daemon::listen(self_, r#fn, "onStart", |s| &mut s.on_started)
     }
 
     /// Calls `$fn(Forklift\JobRun $run)` in the dispatcher each time a run starts.
@@ -612,9 +642,7 @@ impl Daemon {
         self_: &'a mut ZendClassObject<Daemon>,
         r#fn: &Zval,
     ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
-        args::callable(r#fn, "Forklift\\Daemon::onJobStart(): $fn")?;
-        self_.state().on_start.push(r#fn.shallow_clone());
-        Ok(self_)
+        Daemon::listen(self_, r#fn, "onJobStart", |s| &mut s.on_job_start)
     }
 
     /// Calls `$fn(Forklift\JobRun $run)` in the dispatcher each time a run ends; `$run->result()`
@@ -623,9 +651,7 @@ impl Daemon {
         self_: &'a mut ZendClassObject<Daemon>,
         r#fn: &Zval,
     ) -> PhpResult<&'a mut ZendClassObject<Daemon>> {
-        args::callable(r#fn, "Forklift\\Daemon::onJobEnd(): $fn")?;
-        self_.state().on_end.push(r#fn.shallow_clone());
-        Ok(self_)
+        Daemon::listen(self_, r#fn, "onJobEnd", |s| &mut s.on_job_end)
     }
 
     /// Calls `$fn(int $signo)` from the loop when the daemon gets `$signal` (read from a
@@ -811,6 +837,12 @@ impl Daemon {
     /// the process is signalled; for `bin/forklift metrics --listen` (a process that never forks).
     pub fn serve_metrics(pidFile: String, listen: String) -> PhpResult<()> {
         cli::serve_metrics(&pidFile, &listen)
+    }
+
+    /// The run directories of this user that exist: the one a daemon started here would use
+    /// first, then those its daemons started elsewhere (systemd, a login session) use.
+    pub fn run_directories() -> Vec<String> {
+        cli::existing_run_dirs()
     }
 
     /// The pid file a daemon named `$name` uses when none is given.

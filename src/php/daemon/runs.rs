@@ -3,7 +3,7 @@
 //! JobResult, `onJobEnd`), or dropped visibly (a run that never started gets an `onJobEnd` whose
 //! result is null). The loop in [`super::dispatch`] calls these between turns.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
@@ -155,15 +155,7 @@ pub(super) fn fire_due(d: &Daemon) -> PhpResult<()> {
                         let mut s = d.inner.borrow_mut();
                         let i = &mut s.inline[callback];
                         i.long_runs += 1;
-                        let due = i
-                            .long_warned
-                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-                        if due {
-                            i.long_warned = Some(Instant::now());
-                            Some(std::mem::take(&mut i.long_runs))
-                        } else {
-                            None
-                        }
+                        i.warning_due().then(|| std::mem::take(&mut i.long_runs))
                     };
                     if let Some(n) = warn {
                         let more = if n > 1 {
@@ -193,20 +185,14 @@ pub(super) fn fire_due(d: &Daemon) -> PhpResult<()> {
                             let i = &mut s.inline[n];
                             i.overruns += count;
                             i.missed_unsaid += count;
-                            let due = i
-                                .long_warned
-                                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-                            if due {
-                                i.long_warned = Some(Instant::now());
+                            i.warning_due().then(|| {
                                 let n = std::mem::take(&mut i.missed_unsaid);
-                                Some(format!(
+                                format!(
                                     "timer {}: {n} tick(s) passed without a run (the loop or its \
                                      callback was late; said at most once a minute)",
                                     i.name
-                                ))
-                            } else {
-                                None
-                            }
+                                )
+                            })
                         }
                         Target::Job(j) => Some(format!(
                             "{}: {count} scheduled time(s) passed without a run (the loop was late)",
@@ -367,7 +353,11 @@ pub(super) fn emit(d: &Daemon, start: bool, run: Option<JobRun>) {
     let Some(run) = run else { return };
     let listeners: Vec<Zval> = {
         let s = d.inner.borrow();
-        let l = if start { &s.on_start } else { &s.on_end };
+        let l = if start {
+            &s.on_job_start
+        } else {
+            &s.on_job_end
+        };
         l.iter().map(Zval::shallow_clone).collect()
     };
     if listeners.is_empty() {
